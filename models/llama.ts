@@ -1,0 +1,187 @@
+import * as tf from '@tensorflow/tfjs';
+import { applyRope, attention, InputError, rmsNorm, ropeFrequencies } from '../ops/index.js';
+import type { LlamaConfig } from './config.js';
+import type { KVCache } from './kvCache.js';
+import { paramName, type LayerPart, type ParamStore } from './params.js';
+
+/** Which head(s) a vision-language model reads out, and which table embeds a lone decode token (LWM's sample_mode). */
+export type SampleMode = 'text' | 'vision' | 'all';
+
+export interface ForwardOptions {
+  /** [B, T] bool/0-1: true where the token id is a vision id (indexes the vision embedding). */
+  visionMask?: tf.Tensor2D;
+  /** [B, T] int32 absolute positions for RoPE; default cache length + 0..T-1. */
+  positions?: tf.Tensor2D;
+  /** [B, T] 1 = real token, 0 = padding (padding is never attended to). */
+  attentionMask?: tf.Tensor2D;
+  /** [B, T] int32: packed documents attend only within their own segment (no cache). */
+  segmentIds?: tf.Tensor2D;
+  /** Incremental decoding: keys/values of earlier tokens; appended to in place. */
+  cache?: KVCache;
+  /** Default 'text'. For one-token steps without a visionMask it also picks the embedding table. */
+  sampleMode?: SampleMode;
+  /** Only compute logits for the last position (prefill and decode need no more). */
+  lastOnly?: boolean;
+  /** Queries per attention block; bounds attention memory for long prompts. 0 = one block. */
+  attentionBlockSize?: number;
+  /** Tokens per MLP chunk (LWM's scan_mlp); bounds MLP activation memory. 0 = one chunk. */
+  mlpChunkSize?: number;
+}
+
+/**
+ * The LWM / LLaMA-2 decoder: pre-norm blocks of RMSNorm -> attention with RoPE -> residual ->
+ * RMSNorm -> SwiGLU -> residual, then a final RMSNorm and the head(s). No biases anywhere.
+ * Weights are in Hugging Face layout ([out, in], rotate-half RoPE).
+ */
+export class LlamaModel {
+  readonly freq: Float32Array;
+
+  constructor(
+    readonly config: Readonly<LlamaConfig>,
+    readonly params: ParamStore,
+  ) {
+    this.freq = ropeFrequencies(config.headDim, config.ropeTheta);
+  }
+
+  get isVision(): boolean {
+    return this.config.visionVocabSize > 0;
+  }
+
+  /** Logits [B, T or 1, V] of the head chosen by sampleMode ('text' unless given). */
+  forward(inputIds: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
+    const mode = opts.sampleMode ?? 'text';
+    if (mode === 'all') throw new InputError("forward: sampleMode 'all' returns two heads; call hidden() then textLogits()/visionLogits()");
+    return tf.tidy(() => {
+      const h = this.hidden(inputIds, opts);
+      return mode === 'vision' ? this.visionLogits(h) : this.textLogits(h);
+    });
+  }
+
+  /** Final hidden state after the last RMSNorm: [B, T or 1, E]. */
+  hidden(inputIds: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
+    const c = this.config;
+    const [b, t] = inputIds.shape;
+    const cache = opts.cache;
+    const past = cache?.length ?? 0;
+    this.validate(inputIds, opts, past);
+    return tf.tidy(() => {
+      let x = this.embed(inputIds, opts);
+      const positions = opts.positions ?? (tf.tile(tf.reshape(tf.range(past, past + t, 1, 'int32'), [1, t]), [b, 1]) as tf.Tensor2D);
+      const keyMask = cache ? cache.appendMask(b, t, opts.attentionMask ?? null) : (opts.attentionMask ?? null);
+      for (let i = 0; i < c.numLayers; i++) {
+        const w = (part: LayerPart) => this.params.get(paramName.layer(i, part));
+        const a = this.attend(i, rmsNorm(x, w('input_layernorm'), c.rmsNormEps), positions, keyMask, opts);
+        x = tf.add(x, a);
+        x = tf.add(x, this.mlp(rmsNorm(x, w('post_attention_layernorm'), c.rmsNormEps), i, opts.mlpChunkSize ?? 0));
+      }
+      cache?.advance(t);
+      if (opts.lastOnly && t > 1) x = tf.slice(x, [0, t - 1, 0], [b, 1, c.hiddenSize]);
+      return rmsNorm(x, this.params.get(paramName.finalNorm), c.rmsNormEps) as tf.Tensor3D;
+    });
+  }
+
+  textLogits(h: tf.Tensor3D): tf.Tensor3D {
+    const head = this.params.get(this.config.tieWordEmbeddings ? paramName.embed : paramName.lmHead);
+    return project(h, head);
+  }
+
+  visionLogits(h: tf.Tensor3D): tf.Tensor3D {
+    if (!this.isVision) throw new InputError('visionLogits: this is a text model (vision_vocab_size 0); load a vision-language checkpoint');
+    return project(h, this.params.get(paramName.visionHead));
+  }
+
+  dispose(): void {
+    this.params.dispose();
+  }
+
+  private validate(ids: tf.Tensor2D, opts: ForwardOptions, past: number): void {
+    const [b, t] = ids.shape;
+    if (ids.rank !== 2) throw new InputError(`forward: input ids must be [batch, seq], got shape [${ids.shape.join(', ')}]`);
+    if (ids.dtype !== 'int32') throw new InputError(`forward: input ids must be int32, got ${ids.dtype}`);
+    if (t === 0) throw new InputError('forward: empty input (0 tokens)');
+    if (past + t > this.config.maxSeqLen) {
+      throw new InputError(
+        `input of ${t} tokens after ${past} cached ones needs ${past + t} positions, but the model's context is ${this.config.maxSeqLen}; shorten the prompt or use a longer-context model`,
+      );
+    }
+    for (const [name, m] of [['visionMask', opts.visionMask], ['positions', opts.positions], ['attentionMask', opts.attentionMask], ['segmentIds', opts.segmentIds]] as const) {
+      if (m && (m.shape[0] !== b || m.shape[1] !== t)) {
+        throw new InputError(`forward: ${name} has shape [${m.shape.join(', ')}] but the input is [${b}, ${t}]`);
+      }
+    }
+    this.validateIds(ids, opts.visionMask);
+    if (opts.segmentIds && opts.cache) throw new InputError('forward: segmentIds (packed training rows) cannot be combined with a KV cache');
+  }
+
+  /** Out-of-range ids would silently read garbage rows (NaN in LWM's JAX), so they are refused. */
+  private validateIds(ids: tf.Tensor2D, visionMask?: tf.Tensor2D): void {
+    const v = ids.dataSync();
+    const vm = visionMask?.dataSync();
+    for (let i = 0; i < v.length; i++) {
+      const isVision = vm ? Boolean(vm[i]) : false;
+      const limit = isVision ? this.config.visionVocabSize : this.config.vocabSize;
+      if (!(v[i]! >= 0 && v[i]! < limit)) {
+        throw new InputError(`token id ${v[i]} at position ${i} is outside the ${isVision ? 'vision ' : ''}vocabulary [0, ${limit}); check the prompt token ids`);
+      }
+    }
+  }
+
+  /** Token embedding; vision ids read the vision table (lwm-spec 3.3). */
+  private embed(ids: tf.Tensor2D, opts: ForwardOptions): tf.Tensor3D {
+    const text = this.params.get(paramName.embed);
+    if (!this.isVision) return tf.gather(text, ids) as tf.Tensor3D;
+    const vision = this.params.get(paramName.visionEmbed);
+    if (!opts.visionMask) {
+      const mode = opts.sampleMode ?? 'text';
+      if (ids.shape[1] === 1 && mode === 'all') throw new InputError("forward: a single token with sampleMode 'all' is ambiguous; pass a visionMask or sampleMode 'text'/'vision'");
+      return tf.gather(ids.shape[1] === 1 && mode === 'vision' ? vision : text, ids) as tf.Tensor3D;
+    }
+    const vm = tf.cast(opts.visionMask, 'bool');
+    const zeros = tf.zerosLike(ids);
+    const e = tf.gather(text, tf.where(vm, zeros, ids));
+    const ev = tf.gather(vision, tf.where(vm, ids, zeros));
+    return tf.where(tf.expandDims(vm, -1), ev, e) as tf.Tensor3D;
+  }
+
+  private attend(layer: number, x: tf.Tensor, positions: tf.Tensor2D, keyMask: tf.Tensor2D | null, opts: ForwardOptions): tf.Tensor {
+    const c = this.config;
+    const [b, t] = x.shape as [number, number, number];
+    const w = (part: LayerPart) => this.params.get(paramName.layer(layer, part));
+    const heads = (p: LayerPart, n: number) => tf.reshape(project(x as tf.Tensor3D, w(p)), [b, t, n, c.headDim]) as tf.Tensor4D;
+    const q = applyRope(heads('self_attn.q_proj', c.numHeads), positions, this.freq);
+    let k = applyRope(heads('self_attn.k_proj', c.numKvHeads), positions, this.freq);
+    let v = heads('self_attn.v_proj', c.numKvHeads);
+    if (opts.cache) [k, v] = opts.cache.append(layer, k, v);
+    const o = attention(q, k, v, {
+      causal: true,
+      queryOffset: opts.cache ? opts.cache.length : 0,
+      keyMask: keyMask ?? undefined,
+      segmentIds: opts.segmentIds,
+      blockSize: opts.attentionBlockSize,
+    });
+    return project(tf.reshape(o, [b, t, c.numHeads * c.headDim]) as tf.Tensor3D, w('self_attn.o_proj'));
+  }
+
+  /** SwiGLU: down(silu(gate(x)) * up(x)), optionally in chunks of tokens (position-wise, so exact). */
+  private mlp(x: tf.Tensor, layer: number, chunk: number): tf.Tensor {
+    const w = (part: LayerPart) => this.params.get(paramName.layer(layer, part));
+    const run = (xs: tf.Tensor3D) => {
+      const gate = project(xs, w('mlp.gate_proj'));
+      return project(tf.mul(tf.mul(gate, tf.sigmoid(gate)), project(xs, w('mlp.up_proj'))) as tf.Tensor3D, w('mlp.down_proj'));
+    };
+    const t = x.shape[1]!;
+    if (!chunk || t <= chunk) return run(x as tf.Tensor3D);
+    const parts: tf.Tensor[] = [];
+    for (let s = 0; s < t; s += chunk) {
+      parts.push(tf.tidy(() => run(tf.slice(x, [0, s, 0], [x.shape[0]!, Math.min(chunk, t - s), x.shape[2]!]) as tf.Tensor3D)));
+    }
+    return tf.concat(parts, 1);
+  }
+}
+
+/** x @ W^T for a Hugging Face [out, in] weight: [B, T, in] -> [B, T, out]. */
+function project(x: tf.Tensor3D, weight: tf.Tensor): tf.Tensor3D {
+  const [b, t, e] = x.shape;
+  const out = weight.shape[0]!;
+  return tf.reshape(tf.matMul(tf.reshape(x, [b * t, e]), weight, false, true), [b, t, out]);
+}

@@ -1,0 +1,13 @@
+import * as tf from '@tensorflow/tfjs';
+
+/**
+ * RMSNorm as LWM and Hugging Face compute it: normalise in float32, then multiply by the weight.
+ * x: [..., E], weight: [E].
+ */
+export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps: number): tf.Tensor {
+  return tf.tidy(() => {
+    const x32 = x.dtype === 'float32' ? x : tf.cast(x, 'float32');
+    const meanSquare = tf.mean(tf.square(x32), -1, true);
+    return tf.mul(tf.mul(x32, tf.rsqrt(tf.add(meanSquare, eps))), weight);
+  });
+}

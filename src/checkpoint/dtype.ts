@@ -1,0 +1,41 @@
+/** Conversions between the storage dtypes of checkpoints and the float32 the model computes in. */
+
+export type StorageDtype = 'F32' | 'F16' | 'BF16';
+
+export const BYTES_PER_ELEMENT: Readonly<Record<StorageDtype, number>> = { F32: 4, F16: 2, BF16: 2 };
+
+/** bf16 is the top half of a float32, so widening is a shift. */
+export function bf16ToF32(src: Uint16Array, dst: Float32Array): void {
+  const out = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
+  for (let i = 0; i < src.length; i++) out[i] = src[i]! << 16;
+}
+
+/** Round-to-nearest-even, as torch and JAX do; NaN stays a quiet NaN. */
+export function f32ToBf16(src: Float32Array, dst: Uint16Array): void {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < src.length; i++) {
+    const u = bits[i]!;
+    if ((u & 0x7fffffff) > 0x7f800000) {
+      dst[i] = ((u >>> 16) & 0x8000) | 0x7fc0;
+    } else {
+      dst[i] = (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+    }
+  }
+}
+
+const F16_TABLE = (() => {
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >>> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    if (exp === 0) t[h] = sign * frac * 2 ** -24;
+    else if (exp === 31) t[h] = frac ? NaN : sign * Infinity;
+    else t[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  }
+  return t;
+})();
+
+export function f16ToF32(src: Uint16Array, dst: Float32Array): void {
+  for (let i = 0; i < src.length; i++) dst[i] = F16_TABLE[src[i]!]!;
+}

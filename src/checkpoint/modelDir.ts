@@ -1,0 +1,92 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { CheckpointError, ConfigError } from '../../ops/errors.js';
+import { fromHfConfig, toHfConfig, type LlamaConfig } from '../../models/config.js';
+import { LlamaModel } from '../../models/llama.js';
+import { ParamStore, paramSpecs } from '../../models/params.js';
+import { readTensorF32, readWeightIndex, writeFileAtomic, writeSafetensorsSharded } from './safetensors.js';
+
+/**
+ * This project's checkpoint format: a folder with a Hugging Face-style `config.json` (plus
+ * `vision_vocab_size`) and safetensors weights under Hugging Face names, single or sharded.
+ */
+
+export const FORMAT_NAME = 'lwm';
+export const FORMAT_VERSION = '1';
+
+export function readModelConfig(dir: string): Readonly<LlamaConfig> {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
+    throw new CheckpointError(`${dir}: no such model folder; pass the folder that holds config.json and *.safetensors`);
+  }
+  const file = path.join(dir, 'config.json');
+  if (!fs.existsSync(file)) {
+    throw new CheckpointError(`${dir}: missing config.json; this is not a model folder (convert LWM releases with \`lwm convert\`)`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch {
+    throw new ConfigError(`${file}: not valid JSON`);
+  }
+  if (!json || typeof json !== 'object' || Array.isArray(json)) throw new ConfigError(`${file}: must hold a JSON object`);
+  return fromHfConfig(json as Record<string, unknown>, file);
+}
+
+export interface LoadOptions {
+  /** Override the RoPE theta of config.json (LWM's Jax checkpoints do not store it). */
+  ropeTheta?: number;
+  /** Override the maximum context. */
+  maxSeqLen?: number;
+}
+
+/** Loads a model folder; every weight is checked against the config before any is used. */
+export function loadModel(dir: string, opts: LoadOptions = {}): LlamaModel {
+  let config = readModelConfig(dir);
+  if (opts.ropeTheta !== undefined || opts.maxSeqLen !== undefined) {
+    config = fromHfConfig({ ...toHfConfig(config, 'float32'), ...(opts.ropeTheta !== undefined ? { rope_theta: opts.ropeTheta } : {}), ...(opts.maxSeqLen !== undefined ? { max_position_embeddings: opts.maxSeqLen } : {}) }, 'options');
+  }
+  const index = readWeightIndex(dir);
+  const specs = paramSpecs(config);
+  for (const s of specs) {
+    const e = index.get(s.name);
+    if (!e) throw new CheckpointError(`${dir}: weight '${s.name}' is missing; the checkpoint does not match its config.json`);
+    if (e.shape.length !== s.shape.length || e.shape.some((d, i) => d !== s.shape[i])) {
+      throw new CheckpointError(`${e.file}: '${s.name}' has shape [${e.shape.join(', ')}] but config.json implies [${s.shape.join(', ')}]`);
+    }
+    if (!['F32', 'F16', 'BF16'].includes(e.dtype)) {
+      throw new CheckpointError(`${e.file}: '${s.name}' has dtype ${e.dtype}; weights must be F32, F16 or BF16`);
+    }
+  }
+  const map = new Map<string, tf.Tensor>();
+  try {
+    for (const s of specs) {
+      const e = index.get(s.name)!;
+      map.set(s.name, tf.tensor(readTensorF32(e, e.file), s.shape, 'float32'));
+    }
+  } catch (err) {
+    for (const t of map.values()) t.dispose();
+    throw err;
+  }
+  return new LlamaModel(config, new ParamStore(map));
+}
+
+export interface SaveOptions {
+  dtype?: 'F32' | 'BF16';
+  maxShardBytes?: number;
+}
+
+/** Writes config.json and the weights; each file lands atomically. */
+export function saveModel(dir: string, model: LlamaModel, opts: SaveOptions = {}): string[] {
+  const dtype = opts.dtype ?? 'F32';
+  fs.mkdirSync(dir, { recursive: true });
+  const specs = paramSpecs(model.config);
+  const files = writeSafetensorsSharded(
+    dir,
+    specs.map((s) => ({ name: s.name, shape: s.shape, data: () => model.params.get(s.name).dataSync() as Float32Array })),
+    dtype,
+    { maxShardBytes: opts.maxShardBytes, metadata: { lwm_format: FORMAT_NAME, lwm_format_version: FORMAT_VERSION } },
+  );
+  writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(toHfConfig(model.config, dtype === 'BF16' ? 'bfloat16' : 'float32'), null, 2) + '\n');
+  return ['config.json', ...files];
+}

@@ -1,0 +1,33 @@
+/**
+ * lwm: the Large World Model on TensorFlow.js.
+ *
+ *   import { loadModel, loadTokenizer, generate } from 'lwm';
+ *   const model = loadModel('./LWM-Text-Chat-128K');
+ *   const tok = loadTokenizer('./LWM-Text-Chat-128K');
+ *   const out = await generate(model, tok.encode('Hello', { bos: true }), { maxTokens: 32 });
+ *   console.log(tok.decode(out.tokens));
+ */
+
+// Errors and tensor ops
+export * from '../ops/index.js';
+
+// Models and configs
+export * from '../models/index.js';
+
+// Data: tokenizer, ffmpeg discovery
+export * from '../data/index.js';
+
+// Backend, checkpoints, generation
+export { initBackend, type BackendInfo } from './backend.js';
+export { loadModel, saveModel, readModelConfig, type LoadOptions, type SaveOptions } from './checkpoint/modelDir.js';
+export {
+  readSafetensorsHeader,
+  readTensorF32,
+  readWeightIndex,
+  writeSafetensors,
+  writeSafetensorsSharded,
+  type TensorEntry,
+  type TensorToWrite,
+} from './checkpoint/safetensors.js';
+export { generate, generateTokens, validatePrompt, type GenerateOptions, type GenerateResult, type GenerateStep } from './generate.js';
+export { createModel } from './createModel.js';
