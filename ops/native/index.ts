@@ -1,0 +1,6 @@
+// The kernel modules define themselves on import.
+import './gemmKernels.js';
+import './attentionKernel.js';
+
+export { loadAddon, addonStatus, type NativeAddon, type AddonStatus } from './addon.js';
+export { enableNativeKernels, disableNativeKernels, activeNativeKernels, isNativeKernelActive } from './registry.js';
