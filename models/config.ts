@@ -35,6 +35,8 @@ export const ARCH_PRESETS: Readonly<Record<string, Arch>> = {
   '13b': { hiddenSize: 5120, intermediateSize: 13824, numLayers: 40, numHeads: 40, maxSeqLen: 2048, rmsNormEps: 1e-6 },
   '30b': { hiddenSize: 6656, intermediateSize: 17920, numLayers: 60, numHeads: 52, maxSeqLen: 2048, rmsNormEps: 1e-6 },
   '65b': { hiddenSize: 8192, intermediateSize: 22016, numLayers: 80, numHeads: 64, maxSeqLen: 2048, rmsNormEps: 1e-5 },
+  /** ~100M parameters: the size native-kernel benchmarks compare with llama.cpp. */
+  '100m': { hiddenSize: 640, intermediateSize: 1728, numLayers: 12, numHeads: 10, maxSeqLen: 4096, rmsNormEps: 1e-6 },
   debug: { hiddenSize: 256, intermediateSize: 256, numLayers: 2, numHeads: 2, maxSeqLen: 2048, rmsNormEps: 1e-6 },
   tiny: { hiddenSize: 64, intermediateSize: 172, numLayers: 2, numHeads: 4, maxSeqLen: 4096, rmsNormEps: 1e-6 },
 };

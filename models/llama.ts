@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { applyRope, attention, InputError, rmsNorm, ropeFrequencies } from '../ops/index.js';
+import { applyRope, attention, InputError, rmsNorm, ropeAngles, ropeFrequencies, swiglu } from '../ops/index.js';
 import type { LlamaConfig } from './config.js';
 import type { KVCache } from './kvCache.js';
 import { paramName, type LayerPart, type ParamStore } from './params.js';
@@ -67,10 +67,11 @@ export class LlamaModel {
     return tf.tidy(() => {
       let x = this.embed(inputIds, opts);
       const positions = opts.positions ?? (tf.tile(tf.reshape(tf.range(past, past + t, 1, 'int32'), [1, t]), [b, 1]) as tf.Tensor2D);
+      const angles = ropeAngles(positions, this.freq);
       const keyMask = cache ? cache.appendMask(b, t, opts.attentionMask ?? null) : (opts.attentionMask ?? null);
       for (let i = 0; i < c.numLayers; i++) {
         const w = (part: LayerPart) => this.params.get(paramName.layer(i, part));
-        const a = this.attend(i, rmsNorm(x, w('input_layernorm'), c.rmsNormEps), positions, keyMask, opts);
+        const a = this.attend(i, rmsNorm(x, w('input_layernorm'), c.rmsNormEps), angles, keyMask, opts);
         x = tf.add(x, a);
         x = tf.add(x, this.mlp(rmsNorm(x, w('post_attention_layernorm'), c.rmsNormEps), i, opts.mlpChunkSize ?? 0));
       }
@@ -143,13 +144,13 @@ export class LlamaModel {
     return tf.where(tf.expandDims(vm, -1), ev, e) as tf.Tensor3D;
   }
 
-  private attend(layer: number, x: tf.Tensor, positions: tf.Tensor2D, keyMask: tf.Tensor2D | null, opts: ForwardOptions): tf.Tensor {
+  private attend(layer: number, x: tf.Tensor, angles: { cos: tf.Tensor; sin: tf.Tensor }, keyMask: tf.Tensor2D | null, opts: ForwardOptions): tf.Tensor {
     const c = this.config;
     const [b, t] = x.shape as [number, number, number];
     const w = (part: LayerPart) => this.params.get(paramName.layer(layer, part));
     const heads = (p: LayerPart, n: number) => tf.reshape(project(x as tf.Tensor3D, w(p)), [b, t, n, c.headDim]) as tf.Tensor4D;
-    const q = applyRope(heads('self_attn.q_proj', c.numHeads), positions, this.freq);
-    let k = applyRope(heads('self_attn.k_proj', c.numKvHeads), positions, this.freq);
+    const q = applyRope(heads('self_attn.q_proj', c.numHeads), angles);
+    let k = applyRope(heads('self_attn.k_proj', c.numKvHeads), angles);
     let v = heads('self_attn.v_proj', c.numKvHeads);
     if (opts.cache) [k, v] = opts.cache.append(layer, k, v);
     const o = attention(q, k, v, {
@@ -166,8 +167,7 @@ export class LlamaModel {
   private mlp(x: tf.Tensor, layer: number, chunk: number): tf.Tensor {
     const w = (part: LayerPart) => this.params.get(paramName.layer(layer, part));
     const run = (xs: tf.Tensor3D) => {
-      const gate = project(xs, w('mlp.gate_proj'));
-      return project(tf.mul(tf.mul(gate, tf.sigmoid(gate)), project(xs, w('mlp.up_proj'))) as tf.Tensor3D, w('mlp.down_proj'));
+      return project(swiglu(project(xs, w('mlp.gate_proj')), project(xs, w('mlp.up_proj'))) as tf.Tensor3D, w('mlp.down_proj'));
     };
     const t = x.shape[1]!;
     if (!chunk || t <= chunk) return run(x as tf.Tensor3D);

@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { InputError } from './errors.js';
+import { FUSED_ATTENTION, fusedAttention } from './native/attentionKernel.js';
+import { isNativeKernelActive } from './native/registry.js';
 
 export interface AttentionOptions {
   /** Key j is visible to query i only if j <= queryOffset + i. Default true. */
@@ -35,6 +37,10 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: 
   const block = opts.blockSize && opts.blockSize > 0 ? opts.blockSize : tq;
   const kvSeg = opts.kvSegmentIds ?? (opts.segmentIds && tq === tk ? opts.segmentIds : undefined);
   if (opts.segmentIds && !kvSeg) throw new InputError('attention: segmentIds given with Tq != Tk; pass kvSegmentIds for the keys too');
+  if (isNativeKernelActive(FUSED_ATTENTION) && q.dtype === 'float32' && k.dtype === 'float32' && v.dtype === 'float32') {
+    // Same semantics, fused: no [Tq, Tk] score tensor, and its own gradient kernel.
+    return tf.tidy(() => fusedAttention(q, k, v, { causal: opts.causal ?? true, queryOffset, scale: opts.scale, keyMask: opts.keyMask, segmentIds: opts.segmentIds, kvSegmentIds: kvSeg }).out);
+  }
   return tf.tidy(() => {
     const scale = opts.scale ?? 1 / Math.sqrt(d);
     const group = h / hkv;

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { isNativeKernelActive } from './native/registry.js';
 
 /**
  * Which dimensions rotate together. LWM's Jax code pairs adjacent dimensions (2i, 2i+1);
@@ -35,15 +36,20 @@ export function ropeAngles(positions: tf.Tensor, freq: Float32Array): { cos: tf.
 }
 
 /**
- * Rotates q or k. x: [B, T, H, D]; positions: [B, T] int32 (absolute position of each token).
+ * Rotates q or k. x: [B, T, H, D]; angles: ropeAngles of the tokens' positions ([B, T, D/2]),
+ * computed once per forward pass and shared by every layer.
  */
-export function applyRope(x: tf.Tensor4D, positions: tf.Tensor2D, freq: Float32Array, layout: RopeLayout = 'rotate-half'): tf.Tensor4D {
+export function applyRope(x: tf.Tensor4D, angles: { cos: tf.Tensor; sin: tf.Tensor }, layout: RopeLayout = 'rotate-half'): tf.Tensor4D {
+  const [bx, tx] = x.shape;
+  if (x.dtype === 'float32' && angles.cos.shape[0] === bx && angles.cos.shape[1] === tx && isNativeKernelActive('LwmRope')) {
+    const { cos, sin } = angles;
+    return tf.engine().runKernel('LwmRope', { x, cos, sin }, { interleaved: layout === 'interleaved', inverse: false }) as tf.Tensor4D;
+  }
   return tf.tidy(() => {
     const [b, t, h, d] = x.shape;
     const half = d / 2;
-    const { cos, sin } = ropeAngles(positions, freq); // [B, T, D/2]
-    const c = tf.expandDims(cos, 2); // [B, T, 1, D/2]
-    const s = tf.expandDims(sin, 2);
+    const c = tf.expandDims(angles.cos, 2); // [B, T, 1, D/2]
+    const s = tf.expandDims(angles.sin, 2);
     if (layout === 'rotate-half') {
       const [x1, x2] = tf.split(x, 2, 3);
       return tf.concat([tf.sub(tf.mul(x1!, c), tf.mul(x2!, s)), tf.add(tf.mul(x2!, c), tf.mul(x1!, s))], 3) as tf.Tensor4D;

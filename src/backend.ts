@@ -2,6 +2,7 @@ import * as os from 'node:os';
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError } from '../ops/errors.js';
+import { addonStatus, enableNativeKernels, loadAddon } from '../ops/native/index.js';
 
 /**
  * Picks the TensorFlow.js backend: tfjs-node-gpu when it loads (one GPU per process; ring ranks
@@ -19,6 +20,10 @@ export interface BackendInfo {
   /** Whether lwm's native CPU kernels are registered. */
   native: boolean;
   nativeReason: string;
+  /** Kernel names served natively. */
+  nativeKernels: string[];
+  /** SIMD instruction set the native kernels use ('avx512', 'avx2', 'scalar'), if loaded. */
+  isa: string | null;
   threads: number;
 }
 
@@ -64,14 +69,21 @@ function tryLoad(pkg: string): string | null {
 }
 
 function finish(name: string, provider: string, reason: string): BackendInfo {
-  const threads = Number(process.env['LWM_THREADS']) || os.availableParallelism?.() || os.cpus().length;
-  const nativeWanted = process.env['LWM_NATIVE'] !== '0';
+  let threads = Number(process.env['LWM_THREADS']) || os.availableParallelism?.() || os.cpus().length;
+  const base = { name, provider, reason, native: false, nativeKernels: [] as string[], isa: null as string | null, threads };
+  // tfjs-node(-gpu) runs TensorFlow's own kernels; lwm's native kernels are for the JS cpu backend.
+  if (name !== 'cpu') return { ...base, nativeReason: 'not used with the tensorflow backend' };
+  const addon = loadAddon();
+  if (!addon) return { ...base, nativeReason: addonStatus().reason };
+  const kernels = enableNativeKernels();
+  const info = addon.info();
+  threads = info.threads;
   return {
-    name,
-    provider,
-    reason,
-    native: false,
-    nativeReason: !nativeWanted ? 'LWM_NATIVE=0' : name !== 'cpu' ? 'not used with the tensorflow backend' : 'not built in this version (plain tfjs kernels)',
+    ...base,
+    native: kernels.length > 0,
+    nativeKernels: kernels,
+    isa: info.isa,
     threads,
+    nativeReason: kernels.length ? `${info.isa}, ${threads} threads: ${kernels.join(', ')}` : 'addon loaded but it provides no kernels',
   };
 }

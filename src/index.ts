@@ -31,3 +31,4 @@ export {
 } from './checkpoint/safetensors.js';
 export { generate, generateTokens, validatePrompt, type GenerateOptions, type GenerateResult, type GenerateStep } from './generate.js';
 export { createModel } from './createModel.js';
+export { writeGguf, readGgufHeader } from './checkpoint/gguf.js';

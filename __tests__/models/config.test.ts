@@ -20,7 +20,7 @@ describe('presets', () => {
   });
 
   it('parameter counts equal the spec, counted from the weight list and from the formula', () => {
-    for (const [name, n] of [['7b', 6_738_415_616], ['7b-vision', 6_807_621_632], ['debug', 17_302_784], ['200m', 212_366_336], ['13b', 13_015_864_320], ['65b', 65_285_660_672]] as const) {
+    for (const [name, n] of [['7b', 6_738_415_616], ['7b-vision', 6_807_621_632], ['debug', 17_302_784], ['100m', 100_449_920], ['200m', 212_366_336], ['13b', 13_015_864_320], ['65b', 65_285_660_672]] as const) {
       expect({ name, n: specTotal(name) }).toEqual({ name, n });
       expect({ name, n: paramCount(presetConfig(name)) }).toEqual({ name, n });
     }

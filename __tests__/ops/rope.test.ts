@@ -49,7 +49,7 @@ describe('applyRope', () => {
   };
 
   it('interleaved layout at p=1 rotates adjacent pairs (lwm-spec 11 item 4)', () => {
-    const y = applyRope(head([1, 0, 1, 0]), tf.tensor2d([[1]], [1, 1], 'int32'), freq, 'interleaved').dataSync();
+    const y = applyRope(head([1, 0, 1, 0]), ropeAngles(tf.tensor2d([[1]], [1, 1], 'int32'), freq), 'interleaved').dataSync();
     expect(y[0]).toBeCloseTo(0.5403023, 6);
     expect(y[1]).toBeCloseTo(0.841471, 6);
     expect(y[2]).toBeCloseTo(0.6479058, 6);
@@ -60,7 +60,7 @@ describe('applyRope', () => {
     const x = new Array(128).fill(0);
     x[0] = 1;
     x[1] = 1;
-    const y = applyRope(head(x), tf.tensor2d([[1]], [1, 1], 'int32'), freq, 'rotate-half').dataSync();
+    const y = applyRope(head(x), ropeAngles(tf.tensor2d([[1]], [1, 1], 'int32'), freq), 'rotate-half').dataSync();
     expect(y[0]).toBeCloseTo(0.5403023, 6);
     expect(y[64]).toBeCloseTo(0.841471, 6);
     expect(y[1]).toBeCloseTo(0.6479058, 6);
@@ -70,7 +70,7 @@ describe('applyRope', () => {
   it('position 0 is the identity in both layouts', () => {
     const x = tf.tensor4d(randomArray(2 * 128, 3), [1, 1, 2, 128]);
     for (const layout of ['interleaved', 'rotate-half'] as const) {
-      const y = applyRope(x, tf.tensor2d([[0]], [1, 1], 'int32'), freq, layout);
+      const y = applyRope(x, ropeAngles(tf.tensor2d([[0]], [1, 1], 'int32'), freq), layout);
       expect(Array.from(y.dataSync())).toEqual(Array.from(x.dataSync()));
     }
   });
@@ -79,8 +79,8 @@ describe('applyRope', () => {
     const q = tf.tensor4d(randomArray(128, 5), [1, 1, 1, 128]);
     const k = tf.tensor4d(randomArray(128, 6), [1, 1, 1, 128]);
     const dot = (pq: number, pk: number) => {
-      const rq = applyRope(q, tf.tensor2d([[pq]], [1, 1], 'int32'), freq);
-      const rk = applyRope(k, tf.tensor2d([[pk]], [1, 1], 'int32'), freq);
+      const rq = applyRope(q, ropeAngles(tf.tensor2d([[pq]], [1, 1], 'int32'), freq));
+      const rk = applyRope(k, ropeAngles(tf.tensor2d([[pk]], [1, 1], 'int32'), freq));
       return tf.sum(tf.mul(rq, rk)).dataSync()[0]!;
     };
     expect(dot(7, 3)).toBeCloseTo(dot(104, 100), 4);
@@ -101,7 +101,7 @@ describe('applyRope', () => {
     const pos = tf.tensor2d([[5]], [1, 1], 'int32');
     const posK = tf.tensor2d([[2]], [1, 1], 'int32');
     const score = (q: Float32Array, k: Float32Array, layout: 'interleaved' | 'rotate-half') =>
-      tf.sum(tf.mul(applyRope(tf.tensor4d(q, [1, 1, 2, d]), pos, f, layout), applyRope(tf.tensor4d(k, [1, 1, 2, d]), posK, f, layout)), [0, 1, 3]).dataSync();
+      tf.sum(tf.mul(applyRope(tf.tensor4d(q, [1, 1, 2, d]), ropeAngles(pos, f), layout), applyRope(tf.tensor4d(k, [1, 1, 2, d]), ropeAngles(posK, f), layout)), [0, 1, 3]).dataSync();
     const a = score(jaxQ, jaxK, 'interleaved');
     const b = score(permute(jaxQ), permute(jaxK), 'rotate-half');
     expect(Math.abs(a[0]! - b[0]!)).toBeLessThan(1e-5);
@@ -112,8 +112,10 @@ describe('applyRope', () => {
     const x = tf.randomNormal([1, 3, 2, 16]) as tf.Tensor4D;
     const p = tf.tensor2d([[0, 1, 2]], [1, 3], 'int32');
     await expectNoLeaks(() => {
-      applyRope(x, p, ropeFrequencies(16, 1e4)).dispose();
-      applyRope(x, p, ropeFrequencies(16, 1e4), 'interleaved').dispose();
+      const a = ropeAngles(p, ropeFrequencies(16, 1e4));
+      applyRope(x, a).dispose();
+      applyRope(x, a, 'interleaved').dispose();
+      tf.dispose([a.cos, a.sin]);
     });
     x.dispose();
     p.dispose();

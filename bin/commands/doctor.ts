@@ -30,6 +30,8 @@ export const doctorCommand: CommandModule<object, DoctorArgs> = {
       backend_reason: b.reason,
       native_kernels: b.native,
       native_reason: b.nativeReason,
+      native_kernels_list: b.nativeKernels,
+      simd: b.isa,
       threads: b.threads,
       cpus: os.cpus().length,
       memory_gib: Number((os.totalmem() / 2 ** 30).toFixed(1)),

@@ -9,9 +9,16 @@
         "src/peak.cc",
         "src/peak_avx2.cc",
         "src/peak_avx512.cc",
+        "src/gemm.cc",
+        "src/gemm_avx2.cc",
+        "src/gemm_avx512.cc",
         "src/gemm_napi.cc",
+        "src/attention.cc",
+        "src/attention_avx2.cc",
+        "src/attention_avx512.cc",
         "src/attention_napi.cc",
-        "src/elementwise_napi.cc"
+        "src/elementwise_napi.cc",
+        "src/elementwise.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -1,6 +1,7 @@
 // The kernel modules define themselves on import.
 import './gemmKernels.js';
 import './attentionKernel.js';
+import './fusedKernels.js';
 
 export { loadAddon, addonStatus, type NativeAddon, type AddonStatus } from './addon.js';
 export { enableNativeKernels, disableNativeKernels, activeNativeKernels, isNativeKernelActive } from './registry.js';

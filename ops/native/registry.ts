@@ -60,16 +60,19 @@ export function activeNativeKernels(): string[] {
 
 /** Whether a kernel name is currently served natively on the active backend. */
 export function isNativeKernelActive(name: string): boolean {
-  return replaced.has(name) && tf.getBackend() === 'cpu';
+  if (!replaced.has(name)) return false;
+  // Until the first op runs no backend is chosen yet; tf.backend() makes tfjs choose it.
+  if (!tf.getBackend()) tf.backend();
+  return tf.getBackend() === 'cpu';
 }
 
 /** The Float32Array/Int32Array behind a cpu-backend tensor (no copy: do not write to inputs). */
-export function cpuValues(backend: tf.KernelBackend, t: tf.TensorInfo): Float32Array | Int32Array {
+export function cpuValues(backend: unknown, t: tf.TensorInfo): Float32Array | Int32Array {
   return (backend as unknown as { data: { get(id: unknown): { values: Float32Array | Int32Array } } }).data.get(t.dataId).values;
 }
 
 /** Wraps a native-filled array as a cpu-backend tensor without copying it. */
-export function cpuTensor(backend: tf.KernelBackend, shape: number[], values: Float32Array | Int32Array): tf.TensorInfo {
+export function cpuTensor(backend: unknown, shape: number[], values: Float32Array | Int32Array): tf.TensorInfo {
   return (backend as unknown as { makeTensorInfo(s: number[], d: string, v: unknown): tf.TensorInfo }).makeTensorInfo(
     shape,
     values instanceof Int32Array ? 'int32' : 'float32',

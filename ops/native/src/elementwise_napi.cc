@@ -1,13 +1,90 @@
-// N-API bindings of the elementwise kernels (filled in by the elementwise module).
+// N-API bindings of the fused row-wise kernels. Inputs are read in place; outputs are new
+// huge-page native arrays.
 #include <napi.h>
 
+#include "elementwise.h"
 #include "napi_util.h"
 
 namespace lwm {
+namespace {
+
+void require_len(const Napi::Env& env, size_t got, int64_t want, const char* what) {
+  if (static_cast<int64_t>(got) < want) throw Napi::RangeError::New(env, std::string(what) + " is shorter than its shape");
+}
+
+// rmsnormForward(x, w, rows, dim, eps) -> y
+Napi::Value RmsnormForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t rows = int_arg(info, 2, "rows"), dim = int_arg(info, 3, "dim");
+  require_len(env, length_of(info[0]), rows * dim, "x");
+  require_len(env, length_of(info[1]), dim, "w");
+  Napi::Float32Array y = new_f32(env, rows * dim);
+  rmsnorm_forward(f32(info[0], "x"), f32(info[1], "w"), y.Data(), rows, dim, info[4].As<Napi::Number>().FloatValue());
+  return y;
+}
+
+// rmsnormBackward(x, w, dy, rows, dim, eps) -> [dx, dw]
+Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t rows = int_arg(info, 3, "rows"), dim = int_arg(info, 4, "dim");
+  require_len(env, length_of(info[0]), rows * dim, "x");
+  require_len(env, length_of(info[2]), rows * dim, "dy");
+  require_len(env, length_of(info[1]), dim, "w");
+  Napi::Float32Array dx = new_f32(env, rows * dim), dw = new_f32(env, dim);
+  rmsnorm_backward(f32(info[0], "x"), f32(info[1], "w"), f32(info[2], "dy"), dx.Data(), dw.Data(), rows, dim,
+                   info[5].As<Napi::Number>().FloatValue());
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, dx);
+  out.Set(1u, dw);
+  return out;
+}
+
+// rope(x, cos, sin, tokens, heads, dim, interleaved, sign) -> out
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t tokens = int_arg(info, 3, "tokens"), heads = int_arg(info, 4, "heads"), dim = int_arg(info, 5, "dim");
+  if (dim % 2) throw Napi::RangeError::New(env, "rope: dim must be even");
+  require_len(env, length_of(info[0]), tokens * heads * dim, "x");
+  require_len(env, length_of(info[1]), tokens * dim / 2, "cos");
+  require_len(env, length_of(info[2]), tokens * dim / 2, "sin");
+  Napi::Float32Array out = new_f32(env, tokens * heads * dim);
+  rope_apply(f32(info[0], "x"), f32(info[1], "cos"), f32(info[2], "sin"), out.Data(), tokens, heads, dim, info[6].ToBoolean(),
+             info[7].As<Napi::Number>().FloatValue());
+  return out;
+}
+
+// swigluForward(gate, up) -> out
+Napi::Value SwigluForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t n = length_of(info[0]);
+  require_len(env, length_of(info[1]), n, "up");
+  Napi::Float32Array out = new_f32(env, n);
+  swiglu_forward(f32(info[0], "gate"), f32(info[1], "up"), out.Data(), n);
+  return out;
+}
+
+// swigluBackward(gate, up, dy) -> [dgate, dup]
+Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t n = length_of(info[0]);
+  require_len(env, length_of(info[1]), n, "up");
+  require_len(env, length_of(info[2]), n, "dy");
+  Napi::Float32Array dg = new_f32(env, n), du = new_f32(env, n);
+  swiglu_backward(f32(info[0], "gate"), f32(info[1], "up"), f32(info[2], "dy"), dg.Data(), du.Data(), n);
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, dg);
+  out.Set(1u, du);
+  return out;
+}
+
+}  // namespace
 
 void InitElementwise(Napi::Env env, Napi::Object exports) {
-  (void)env;
-  (void)exports;
+  exports.Set("rmsnormForward", Napi::Function::New(env, RmsnormForward));
+  exports.Set("rmsnormBackward", Napi::Function::New(env, RmsnormBackward));
+  exports.Set("rope", Napi::Function::New(env, Rope));
+  exports.Set("swigluForward", Napi::Function::New(env, SwigluForward));
+  exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));
 }
 
 }  // namespace lwm

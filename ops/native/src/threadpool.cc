@@ -57,7 +57,10 @@ class Pool {
  private:
   void start(int n) {
     quit_ = false;
-    for (int t = 1; t < n; t++) workers_.emplace_back([this, t] { loop(t); });
+    // Workers start from the generation current now: one read inside the new thread could miss a
+    // job (or a resize) posted before it first ran, and the caller would wait for it forever.
+    const uint64_t g0 = generation_.load(std::memory_order_acquire);
+    for (int t = 1; t < n; t++) workers_.emplace_back([this, t, g0] { loop(t, g0); });
   }
 
   void stop() {
@@ -81,8 +84,7 @@ class Pool {
     in_parallel = false;
   }
 
-  void loop(int tid) {
-    uint64_t seen = generation_.load(std::memory_order_acquire);
+  void loop(int tid, uint64_t seen) {
     for (;;) {
       // Spin briefly: decode steps issue many small jobs back to back, and a sleeping worker
       // costs tens of microseconds to wake. Then sleep, so an idle process leaves its cores free.

@@ -1,0 +1,216 @@
+// AVX-512 kernels of the fused attention: 12x32 register-blocked products on packed blocks
+// and a vectorised exp2 (the AVX2 file's structure, twice as wide). Everything below the pragma
+// is internal (anonymous namespace), so no AVX-512 copy of a shared inline function can be picked by the linker for the scalar path.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "attention.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,fma")
+
+namespace lwm {
+namespace attn {
+namespace {
+
+constexpr int kVec = 16;
+constexpr int kPanel = 32;  // two vectors: the width of packed panels and column slices
+constexpr int kRows = 12;   // 12 rows x 2 vectors = 24 accumulators of the 32 zmm registers
+
+// 2^x as 2^n * 2^f with n = round(x), |f| <= 0.5 and the Cephes exp2f polynomial (within 1 ulp
+// of exp2 on [-126, 20], measured). Exactly 0 near -127 and below, -inf included: the clamp gives
+// n = -127, whose exponent bits are 0, so masked scores contribute nothing.
+inline __m512 exp2v(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-127.f), x);  // operand order lets NaN through
+  x = _mm512_min_ps(_mm512_set1_ps(128.f), x);
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
+  __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+// R rows of a times one packed panel (32 columns): c = a * panel.
+template <int R>
+inline void nt_tile(int dp, const float* a, int lda, const float* bp, float* c, int ldc) {
+  __m512 c0[R], c1[R];
+#pragma GCC unroll 12
+  for (int r = 0; r < R; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+  for (int d = 0; d < dp; d++) {
+    const __m512 b0 = _mm512_load_ps(bp + d * kPanel), b1 = _mm512_load_ps(bp + d * kPanel + kVec);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+      const __m512 x = _mm512_set1_ps(a[static_cast<size_t>(r) * lda + d]);
+      c0[r] = _mm512_fmadd_ps(x, b0, c0[r]);
+      c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < R; r++) {
+    _mm512_storeu_ps(c + static_cast<size_t>(r) * ldc, c0[r]);
+    _mm512_storeu_ps(c + static_cast<size_t>(r) * ldc + kVec, c1[r]);
+  }
+}
+
+// The leftover rows (< kRows) of a product, with a tile of exactly that height.
+template <int R>
+inline void nt_rest(int rows, int dp, const float* a, int lda, const float* bp, float* c, int ldc) {
+  if (rows == R) nt_tile<R>(dp, a, lda, bp, c, ldc);
+  else if constexpr (R > 1) nt_rest<R - 1>(rows, dp, a, lda, bp, c, ldc);
+}
+
+void gemm_nt(int m, int npanels, int dp, const float* a, int lda, const float* bp, float* c, int ldc) {
+  // Panel outer: its dp x 32 floats stay in L1 while every row tile streams past.
+  for (int p = 0; p < npanels; p++) {
+    const float* panel = bp + static_cast<size_t>(p) * dp * kPanel;
+    float* cp = c + p * kPanel;
+    int r = 0;
+    for (; r + kRows <= m; r += kRows) nt_tile<kRows>(dp, a + static_cast<size_t>(r) * lda, lda, panel, cp + static_cast<size_t>(r) * ldc, ldc);
+    const float* ar = a + static_cast<size_t>(r) * lda;
+    float* cr = cp + static_cast<size_t>(r) * ldc;
+    nt_rest<kRows - 1>(m - r, dp, ar, lda, panel, cr, ldc);
+  }
+}
+
+// c[R][NV vectors] += sum_k a(r, k) * b[k][.], a(r, k) = a[r*ais + k*aks] broadcast.
+template <int R, int NV>
+inline void nn_tile(int kdim, const float* a, int64_t ais, int64_t aks, const float* b, int ldb, float* c, int ldc) {
+  __m512 acc[R][NV];
+  const float* ar[R];
+#pragma GCC unroll 12
+  for (int r = 0; r < R; r++) {
+    ar[r] = a + r * ais;
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) acc[r][v] = _mm512_loadu_ps(c + static_cast<size_t>(r) * ldc + v * kVec);
+  }
+  for (int k = 0; k < kdim; k++) {
+    __m512 bv[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + static_cast<size_t>(k) * ldb + v * kVec);
+    const int64_t ko = k * aks;
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+      const __m512 x = _mm512_set1_ps(ar[r][ko]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < R; r++) {
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) _mm512_storeu_ps(c + static_cast<size_t>(r) * ldc + v * kVec, acc[r][v]);
+  }
+}
+
+template <int R, int NV>
+inline void nn_rest(int rows, int kdim, const float* a, int64_t ais, int64_t aks, const float* b, int ldb, float* c, int ldc) {
+  if (rows == R) nn_tile<R, NV>(kdim, a, ais, aks, b, ldb, c, ldc);
+  else if constexpr (R > 1) nn_rest<R - 1, NV>(rows, kdim, a, ais, aks, b, ldb, c, ldc);
+}
+
+template <int NV>
+void nn_columns(int m, int kdim, const float* a, int64_t ais, int64_t aks, const float* b, int ldb, float* c, int ldc) {
+  int r = 0;
+  for (; r + kRows <= m; r += kRows) nn_tile<kRows, NV>(kdim, a + r * ais, ais, aks, b, ldb, c + static_cast<size_t>(r) * ldc, ldc);
+  const float* ar = a + r * ais;
+  float* cr = c + static_cast<size_t>(r) * ldc;
+  nn_rest<kRows - 1, NV>(m - r, kdim, ar, ais, aks, b, ldb, cr, ldc);
+}
+
+// b in column slices: full ones of kPanel columns, then possibly one of kVec (see attention.h).
+void gemm_nn(int m, int kdim, int dp, const float* a, int64_t ais, int64_t aks, const float* b, float* c, int ldc) {
+  // Slice outer: its kdim x kPanel floats stay in L1 across the row tiles.
+  int x = 0;
+  for (; x + kPanel <= dp; x += kPanel) nn_columns<2>(m, kdim, a, ais, aks, b + static_cast<size_t>(x) * kdim, kPanel, c + x, ldc);
+  if (x < dp) nn_columns<1>(m, kdim, a, ais, aks, b + static_cast<size_t>(x) * kdim, kVec, c + x, ldc);
+}
+
+void gemm_dot(int n, int m, int dp, const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
+  for (int j = 0; j < n; j++) {
+    const float* aj = a + static_cast<size_t>(j) * lda;
+    for (int r = 0; r < m; r++) {
+      const float* br = b + static_cast<size_t>(r) * ldb;
+      __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+      int d = 0;
+      for (; d + 2 * kVec <= dp; d += 2 * kVec) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(aj + d), _mm512_loadu_ps(br + d), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(aj + d + kVec), _mm512_loadu_ps(br + d + kVec), s1);
+      }
+      if (d < dp) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(aj + d), _mm512_loadu_ps(br + d), s0);
+      c[static_cast<size_t>(j) * ldc + r] = hsum(_mm512_add_ps(s0, s1));
+    }
+  }
+}
+
+void softmax_step(const SoftmaxStep& a) {
+  const __m512 cv = _mm512_set1_ps(a.c), neg_inf = _mm512_set1_ps(-__builtin_inff()), zero = _mm512_setzero_ps();
+  for (int r = 0; r < a.ncols; r += kVec) {
+    __m512 block_max = neg_inf;
+    for (int j = 0; j < a.nk; j++) {
+      float* p = a.s + static_cast<size_t>(j) * a.ld + r;
+      __m512 x = _mm512_mul_ps(_mm512_loadu_ps(p), cv);
+      if (a.bias) x = _mm512_add_ps(x, _mm512_loadu_ps(a.bias + static_cast<size_t>(j) * a.ld + r));
+      _mm512_storeu_ps(p, x);
+      block_max = _mm512_max_ps(block_max, x);
+    }
+    const __m512 old_max = _mm512_loadu_ps(a.col_max + r), new_max = _mm512_max_ps(old_max, block_max);
+    // Columns with nothing visible yet shift by 0: exp2(-inf) = 0 keeps them empty, without NaN.
+    const __m512 shift = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(new_max, neg_inf, _CMP_EQ_OQ), new_max, zero);
+    __m512 sum = zero;
+    for (int j = 0; j < a.nk; j++) {
+      float* p = a.s + static_cast<size_t>(j) * a.ld + r;
+      const __m512 e = exp2v(_mm512_sub_ps(_mm512_loadu_ps(p), shift));
+      _mm512_storeu_ps(p, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    const __m512 alpha = exp2v(_mm512_sub_ps(old_max, shift));
+    _mm512_storeu_ps(a.alpha + r, alpha);
+    _mm512_storeu_ps(a.col_sum + r, _mm512_fmadd_ps(_mm512_loadu_ps(a.col_sum + r), alpha, sum));
+    _mm512_storeu_ps(a.col_max + r, new_max);
+  }
+  for (int r = 0; r < a.m; r++) {
+    if (a.alpha[r] == 1.f) continue;
+    float* o = a.o + static_cast<size_t>(r) * a.ldo;
+    const __m512 al = _mm512_set1_ps(a.alpha[r]);
+    for (int x = 0; x < a.dp; x += kVec) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_loadu_ps(o + x), al));
+  }
+}
+
+void grad_step(const GradStep& a) {
+  const __m512 cv = _mm512_set1_ps(a.c), sc = _mm512_set1_ps(a.scale);
+  for (int r = 0; r < a.m; r++) {
+    float* s = a.s + static_cast<size_t>(r) * a.ld;
+    float* dp = a.dp + static_cast<size_t>(r) * a.ld;
+    const float* bias = a.bias ? a.bias + static_cast<size_t>(r % a.nq) * a.ld : nullptr;
+    const __m512 l = _mm512_set1_ps(a.lse2[r]), d = _mm512_set1_ps(a.drow[r]);
+    for (int j = 0; j < a.ncols; j += kVec) {
+      __m512 x = _mm512_fmsub_ps(_mm512_loadu_ps(s + j), cv, l);
+      if (bias) x = _mm512_add_ps(x, _mm512_loadu_ps(bias + j));
+      const __m512 p = exp2v(x);
+      _mm512_storeu_ps(s + j, p);
+      _mm512_storeu_ps(dp + j, _mm512_mul_ps(_mm512_mul_ps(p, _mm512_sub_ps(_mm512_loadu_ps(dp + j), d)), sc));
+    }
+  }
+}
+
+}  // namespace
+
+#pragma GCC pop_options
+
+// Compiled for the baseline ISA: only what it returns needs AVX-512.
+const Kernels& kernels_avx512() {
+  static const Kernels k{kVec, kPanel, gemm_nt, gemm_dot, gemm_nn, softmax_step, grad_step};
+  return k;
+}
+
+}  // namespace attn
+}  // namespace lwm
