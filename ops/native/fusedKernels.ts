@@ -14,6 +14,7 @@ interface FusedAddon extends NativeAddon {
   rope(x: Float32Array, cos: Float32Array, sin: Float32Array, tokens: number, heads: number, dim: number, interleaved: boolean, sign: number): Float32Array;
   swigluForward(gate: Float32Array, up: Float32Array): Float32Array;
   swigluBackward(gate: Float32Array, up: Float32Array, dy: Float32Array): [Float32Array, Float32Array];
+  segmentSum(x: Float32Array, segmentIds: Int32Array, n: number, inner: number, segments: number): Float32Array;
 }
 
 const has = (a: NativeAddon, fn: string) => typeof a[fn] === 'function';
@@ -111,6 +112,24 @@ defineNativeKernel({
           const { gate, up, dy } = inputs as { gate: tf.TensorInfo; up: tf.TensorInfo; dy: tf.TensorInfo };
           const [dg, du] = (addon as FusedAddon).swigluBackward(f32(backend, gate), f32(backend, up), f32(backend, dy));
           return [cpuTensor(backend, gate.shape, dg), cpuTensor(backend, up.shape, du)];
+        }
+      : null,
+});
+
+// The embedding gradient (gather's gradient is an unsorted segment sum over the vocabulary).
+defineNativeKernel({
+  kernelName: 'UnsortedSegmentSum',
+  make: (addon, original) =>
+    has(addon, 'segmentSum')
+      ? (args) => {
+          const { inputs, backend, attrs } = args;
+          const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+          const segments = (attrs as { numSegments: number }).numSegments;
+          if (x.dtype !== 'float32' || segmentIds.dtype !== 'int32') return original!(args);
+          const n = sizeOf(segmentIds);
+          const inner = n ? sizeOf(x) / n : 0;
+          const out = (addon as FusedAddon).segmentSum(f32(backend, x), cpuValues(backend, segmentIds) as Int32Array, n, inner, segments);
+          return cpuTensor(backend, [segments, ...x.shape.slice(segmentIds.shape.length)], out);
         }
       : null,
 });

@@ -76,14 +76,18 @@ function run(native: boolean, c: Case, seed = 1): { o: Float32Array; dq: Float32
   expect(isNativeKernelActive(FUSED_ATTENTION)).toBe(native);
   const [B, Tq, Tk, H, Hkv, D] = c.shape;
   const x = inputs(c.shape, seed);
-  return tf.tidy(() => {
+  // tidy returns tensors only: it would walk every element of a returned typed array.
+  const ts = tf.tidy(() => {
     const q = tf.tensor4d(x.q, [B, Tq, H, D]), k = tf.tensor4d(x.k, [B, Tk, Hkv, D]), v = tf.tensor4d(x.v, [B, Tk, Hkv, D]);
     const w = tf.tensor4d(x.w, [B, Tq, H, D]);
     const opts = { ...c.opts, ...c.masks?.() };
-    const o = attention(q, k, v, opts).dataSync() as Float32Array;
+    const o = attention(q, k, v, opts);
     const [dq, dk, dv] = tf.grads((a: tf.Tensor, b: tf.Tensor, cc: tf.Tensor) => tf.sum(tf.mul(attention(a as tf.Tensor4D, b as tf.Tensor4D, cc as tf.Tensor4D, opts), w)))([q, k, v]);
-    return { o: o.slice(), dq: dq!.dataSync().slice() as Float32Array, dk: dk!.dataSync().slice() as Float32Array, dv: dv!.dataSync().slice() as Float32Array };
+    return [o, dq!, dk!, dv!];
   });
+  const [o, dq, dk, dv] = ts.map((t) => t.dataSync().slice() as Float32Array);
+  tf.dispose(ts);
+  return { o: o!, dq: dq!, dk: dk!, dv: dv! };
 }
 
 function expectFinite(a: ArrayLike<number>): void {
@@ -149,9 +153,6 @@ suite('native fused attention (LwmFusedAttention)', () => {
 
   beforeAll(async () => {
     await tf.setBackend('cpu');
-    // Start the thread pool and let its workers come up before the first kernel call.
-    addon!.info();
-    await new Promise((r) => setTimeout(r, 50));
   });
   afterAll(() => {
     addon!.setIsa(isa0 as 'avx512' | 'avx2' | 'scalar');
@@ -168,7 +169,7 @@ suite('native fused attention (LwmFusedAttention)', () => {
     const info = await tf.profile(() => attention(q, q, q));
     expect(info.kernelNames).toContain(FUSED_ATTENTION);
     expect(info.kernelNames).not.toContain('BatchMatMul');
-    q.dispose();
+    tf.dispose([q, info.result as tf.Tensor]);
     disableNativeKernels();
   });
 
@@ -185,7 +186,9 @@ suite('native fused attention (LwmFusedAttention)', () => {
     expect(maxAbsDiff(nat.o.subarray(0, rowLen), new Float32Array(rowLen))).toBe(0);
     expect(maxAbsDiff(nat.dq.subarray(0, rowLen), new Float32Array(rowLen))).toBe(0);
     enableNativeKernels();
-    const lse = tf.tidy(() => fusedAttention(tf.ones([2, 40, 2, D]), tf.ones([2, 40, 2, D]), tf.ones([2, 40, 2, D]), { causal: false, keyMask: tf.tensor2d([new Array<number>(40).fill(0), padded[1]!]) }).lse.dataSync());
+    const lseT = tf.tidy(() => fusedAttention(tf.ones([2, 40, 2, D]), tf.ones([2, 40, 2, D]), tf.ones([2, 40, 2, D]), { causal: false, keyMask: tf.tensor2d([new Array<number>(40).fill(0), padded[1]!]) }).lse);
+    const lse = lseT.dataSync().slice();
+    lseT.dispose();
     expect(Array.from(lse.subarray(0, 80)).every((x) => x === -Infinity)).toBe(true);
     expectFinite(lse.subarray(80));
     disableNativeKernels();
@@ -224,8 +227,9 @@ suite('native fused attention (LwmFusedAttention)', () => {
     const ref = reference(x.q, x.k, x.v, x.w, s, (_b, i, j) => kp[j]! <= qp[i]!);
     const out = tf.tidy(() => fusedAttention(tf.tensor4d(x.q, [1, 48, 2, 16]), tf.tensor4d(x.k, [1, 48, 2, 16]), tf.tensor4d(x.v, [1, 48, 2, 16]), {
       queryPositions: tf.tensor1d(qp, 'int32'), keyPositions: tf.tensor1d(kp, 'int32'),
-    }).out.dataSync());
-    expect(maxAbsDiff(out, ref.o)).toBeLessThan(2e-5);
+    }).out);
+    expect(maxAbsDiff(out.dataSync(), ref.o)).toBeLessThan(2e-5);
+    out.dispose();
     disableNativeKernels();
   });
 
@@ -267,10 +271,9 @@ suite('native fused attention (LwmFusedAttention)', () => {
   });
 
   it('gives bitwise the same forward and backward with 1 and 3 threads', () => {
-    // Fresh processes: resizing the pool in this one is not what is being tested.
+    // Fresh processes, each with its own pool size (LWM_THREADS).
     const script = `
       const A = require(${JSON.stringify(addonStatus().path)});
-      A.info(); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50); // let the pool's workers start
       const sh = [2, 150, 150, 8, 2, 64], n = (len, seed) => { const o = new Float32Array(len); let s = seed;
         for (let i = 0; i < len; i++) { s = (s * 1103515245 + 12345) >>> 0; o[i] = s / 2 ** 32 - 0.5; } return o; };
       const q = n(2 * 150 * 8 * 64, 1), k = n(2 * 150 * 2 * 64, 2), v = n(2 * 150 * 2 * 64, 3), w = n(2 * 150 * 8 * 64, 4);

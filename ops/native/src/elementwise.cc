@@ -128,4 +128,81 @@ void swiglu_backward(const float* gate, const float* up, const float* dy, float*
   });
 }
 
+namespace {
+
+template <typename F>
+void binary_with(F f, const float* a, const int64_t* as, const float* b, const int64_t* bs, float* out, const int64_t* os, int rank) {
+  int64_t n = 1;
+  for (int d = 0; d < rank; d++) n *= os[d];
+  bool same = true, a_scalar = true, b_scalar = true;
+  for (int d = 0; d < rank; d++) {
+    same = same && as[d] == os[d] && bs[d] == os[d];
+    a_scalar = a_scalar && as[d] == 1;
+    b_scalar = b_scalar && bs[d] == 1;
+  }
+  if (same) return for_chunks(n, kGrain, [&](int64_t s, int64_t e) { for (int64_t i = s; i < e; i++) out[i] = f(a[i], b[i]); });
+  if (b_scalar) return for_chunks(n, kGrain, [&](int64_t s, int64_t e) { const float y = b[0]; for (int64_t i = s; i < e; i++) out[i] = f(a[i], y); });
+  if (a_scalar) return for_chunks(n, kGrain, [&](int64_t s, int64_t e) { const float x = a[0]; for (int64_t i = s; i < e; i++) out[i] = f(x, b[i]); });
+  // General case: walk the output over rows of its last dimension; broadcast dims have stride 0.
+  std::vector<int64_t> ast(rank), bst(rank);
+  int64_t sa = 1, sb = 1;
+  for (int d = rank - 1; d >= 0; d--) {
+    ast[d] = as[d] == 1 ? 0 : sa;
+    bst[d] = bs[d] == 1 ? 0 : sb;
+    sa *= as[d];
+    sb *= bs[d];
+  }
+  const int64_t inner = rank ? os[rank - 1] : 1;
+  const int64_t rows = inner ? n / inner : 0;
+  const int64_t ai = rank ? ast[rank - 1] : 0, bi = rank ? bst[rank - 1] : 0;
+  for_chunks(rows, kGrain / (inner + 1) + 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      int64_t rem = r, ao = 0, bo = 0;
+      for (int d = rank - 2; d >= 0; d--) {
+        const int64_t idx = rem % os[d];
+        rem /= os[d];
+        ao += idx * ast[d];
+        bo += idx * bst[d];
+      }
+      float* o = out + r * inner;
+      for (int64_t j = 0; j < inner; j++) o[j] = f(a[ao + j * ai], b[bo + j * bi]);
+    }
+  });
+}
+
+}  // namespace
+
+void binary_broadcast(BinaryOp op, const float* a, const int64_t* as, const float* b, const int64_t* bs, float* out, const int64_t* os, int rank) {
+  switch (op) {
+    case BinaryOp::kAdd: return binary_with([](float x, float y) { return x + y; }, a, as, b, bs, out, os, rank);
+    case BinaryOp::kSub: return binary_with([](float x, float y) { return x - y; }, a, as, b, bs, out, os, rank);
+    case BinaryOp::kMul: return binary_with([](float x, float y) { return x * y; }, a, as, b, bs, out, os, rank);
+    case BinaryOp::kDiv: return binary_with([](float x, float y) { return x / y; }, a, as, b, bs, out, os, rank);
+  }
+}
+
+void unary(UnaryOp op, const float* x, float* out, int64_t n) {
+  for_chunks(n, kGrain, [&](int64_t s, int64_t e) {
+    switch (op) {
+      case UnaryOp::kExp: for (int64_t i = s; i < e; i++) out[i] = std::exp(x[i]); break;
+      case UnaryOp::kSqrt: for (int64_t i = s; i < e; i++) out[i] = std::sqrt(x[i]); break;
+      case UnaryOp::kNeg: for (int64_t i = s; i < e; i++) out[i] = -x[i]; break;
+      case UnaryOp::kSquare: for (int64_t i = s; i < e; i++) out[i] = x[i] * x[i]; break;
+    }
+  });
+}
+
+void segment_sum(const float* x, const int32_t* seg, float* out, int64_t n, int64_t inner, int64_t segments) {
+  // Threads own disjoint column ranges, so rows that share a segment never race.
+  for_chunks(inner, 64, [&](int64_t c0, int64_t c1) {
+    for (int64_t i = 0; i < n; i++) {
+      const int64_t s = seg[i];
+      if (s < 0 || s >= segments) continue;
+      const float* xr = x + i * inner;
+      float* o = out + s * inner;
+      for (int64_t j = c0; j < c1; j++) o[j] += xr[j];
+    }
+  });
+}
+
 }  // namespace lwm
