@@ -16,6 +16,8 @@ export interface GenerateOptions extends SamplingOptions {
   stopTokens?: number[];
   /** Queries per attention block during prefill (bounds memory). Default 0 (one block). */
   prefillBlockSize?: number;
+  /** Called with each step as soon as it is chosen (for streaming), before generate() returns. */
+  onStep?: (step: GenerateStep) => void;
 }
 
 export interface GenerateStep {
@@ -104,14 +106,14 @@ async function runStep(model: LlamaModel, tokens: readonly number[], cache: KVCa
 /** Generates to completion and collects everything `lwm generate --json` reports. */
 export async function generate(model: LlamaModel, prompt: readonly number[], opts: GenerateOptions = {}): Promise<GenerateResult> {
   const t0 = performance.now();
-  let tFirst = 0;
   let promptTop: [number, number][][] | undefined;
   const steps: GenerateStep[] = [];
   const it = generateTokens(model, prompt, opts, (top) => (promptTop = top));
   let r = await it.next();
-  tFirst = performance.now();
+  const tFirst = performance.now();
   while (!r.done) {
     steps.push(r.value);
+    opts.onStep?.(r.value);
     r = await it.next();
   }
   const t1 = performance.now();

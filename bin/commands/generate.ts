@@ -2,7 +2,7 @@ import * as os from 'node:os';
 import type { Argv, CommandModule } from 'yargs';
 import {
   createModel,
-  generateTokens,
+  generate,
   InputError,
   initBackend,
   loadModel,
@@ -10,7 +10,6 @@ import {
   paramCount,
   presetConfig,
   TokenStreamDecoder,
-  type GenerateStep,
   type LlamaModel,
 } from '../../src/index.js';
 import { handle, note } from '../output.js';
@@ -77,37 +76,22 @@ async function runGenerate(args: GenerateArgs): Promise<void> {
   try {
     const tok = loadTokenizer(args.model);
     const prompt = args['prompt-tokens'] !== undefined ? parseTokenIds(args['prompt-tokens']) : tok.encode(args.prompt!, { bos: args.bos });
-    const steps: GenerateStep[] = [];
-    let promptTop: [number, number][][] | undefined;
     const stream = args.json ? null : new TokenStreamDecoder(tok);
     if (stream && args.echo) process.stdout.write(tok.decode(prompt));
-    const t0 = performance.now();
-    let tFirst = 0;
-    const it = generateTokens(
-      model,
-      prompt,
-      {
-        maxTokens: args['max-tokens'],
-        temperature: args.temperature,
-        topK: args['top-k'],
-        topP: args['top-p'],
-        minP: args['min-p'],
-        seed: args.seed,
-        topLogprobs: args['top-logprobs'],
-        echo: args.echo && args.json,
-        stopTokens: args['ignore-eos'] ? [] : [model.config.eosTokenId],
-      },
-      (top) => (promptTop = top),
-    );
-    let r = await it.next();
-    tFirst = performance.now();
-    while (!r.done) {
-      steps.push(r.value);
-      if (stream) process.stdout.write(stream.push(r.value.token));
-      r = await it.next();
-    }
-    const t1 = performance.now();
-    if (r.value === 'context') note(`lwm generate: stopped at the model's context of ${model.config.maxSeqLen} tokens`);
+    const r = await generate(model, prompt, {
+      maxTokens: args['max-tokens'],
+      temperature: args.temperature,
+      topK: args['top-k'],
+      topP: args['top-p'],
+      minP: args['min-p'],
+      seed: args.seed,
+      topLogprobs: args['top-logprobs'],
+      echo: args.echo && args.json,
+      stopTokens: args['ignore-eos'] ? [] : [model.config.eosTokenId],
+      onStep: stream ? (s) => process.stdout.write(stream.push(s.token)) : undefined,
+    });
+    const steps = r.steps;
+    if (r.stoppedBy === 'context') note(`lwm generate: stopped at the model's context of ${model.config.maxSeqLen} tokens`);
     if (stream) process.stdout.write(stream.flush() + '\n');
     else {
       const out: Record<string, unknown> = {
@@ -115,14 +99,15 @@ async function runGenerate(args: GenerateArgs): Promise<void> {
         tokens: steps.map((s) => s.token),
         text: tok.decode(steps.map((s) => s.token)),
         steps: steps.map((s) => (s.top ? { token: s.token, top: s.top } : { token: s.token })),
-        stopped_by: r.value,
+        stopped_by: r.stoppedBy,
       };
-      if (promptTop) out['prompt_top'] = promptTop;
+      if (r.promptTop) out['prompt_top'] = r.promptTop;
       process.stdout.write(JSON.stringify(out) + '\n');
     }
     if (args.timings) {
-      const gen = steps.length > 1 ? ((steps.length - 1) * 1000) / (t1 - tFirst) : 0;
-      note(`prompt: ${prompt.length} tokens, ${((prompt.length * 1000) / (tFirst - t0)).toFixed(1)} tok/s (time to first token ${(tFirst - t0).toFixed(0)} ms) | generated: ${steps.length} tokens, ${gen.toFixed(1)} tok/s`);
+      const { promptMs, generateMs } = r.timings;
+      const gen = steps.length > 1 ? ((steps.length - 1) * 1000) / generateMs : 0;
+      note(`prompt: ${prompt.length} tokens, ${((prompt.length * 1000) / promptMs).toFixed(1)} tok/s (time to first token ${promptMs.toFixed(0)} ms) | generated: ${steps.length} tokens, ${gen.toFixed(1)} tok/s`);
     }
   } finally {
     model.dispose();

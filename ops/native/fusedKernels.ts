@@ -19,7 +19,6 @@ interface FusedAddon extends NativeAddon {
 
 const has = (a: NativeAddon, fn: string) => typeof a[fn] === 'function';
 const f32 = (backend: unknown, t: tf.TensorInfo) => cpuValues(backend, t) as Float32Array;
-const allFloat = (...ts: tf.TensorInfo[]) => ts.every((t) => t.dtype === 'float32');
 
 defineNativeKernel({
   kernelName: 'LwmRmsNorm',
@@ -136,9 +135,4 @@ defineNativeKernel({
 
 function sizeOf(t: tf.TensorInfo): number {
   return t.shape.reduce((a, b) => a * b, 1);
-}
-
-/** Whether the fused kernels can take these tensors (float32, on the cpu backend with native on). */
-export function fusedOk(...ts: tf.TensorInfo[]): boolean {
-  return allFloat(...ts);
 }
