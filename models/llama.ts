@@ -1,5 +1,20 @@
 import * as tf from '@tensorflow/tfjs';
-import { applyRope, attention, InputError, rmsNorm, ropeAngles, ropeFrequencies, swiglu } from '../ops/index.js';
+import {
+  applyRope,
+  attention,
+  blockwiseAttention,
+  FUSED_ATTENTION,
+  InputError,
+  isNativeKernelActive,
+  layoutIndices,
+  ringAttention,
+  rmsNorm,
+  ropeAngles,
+  ropeFrequencies,
+  swiglu,
+  type RingGroup,
+  type RingLayout,
+} from '../ops/index.js';
 import type { LlamaConfig } from './config.js';
 import type { KVCache } from './kvCache.js';
 import { paramName, type LayerPart, type ParamStore } from './params.js';
@@ -26,6 +41,12 @@ export interface ForwardOptions {
   attentionBlockSize?: number;
   /** Tokens per MLP chunk (LWM's scan_mlp); bounds MLP activation memory. 0 = one chunk. */
   mlpChunkSize?: number;
+  /**
+   * Sequence parallelism: the input is this rank's share of a sequence split over `group` by
+   * `layout` (see shardSequence), and attention runs as RingAttention over the group. Default
+   * RoPE positions are the tokens' global indices; segmentIds and attentionMask are local.
+   */
+  ring?: { group: RingGroup; layout?: RingLayout };
 }
 
 /**
@@ -66,12 +87,13 @@ export class LlamaModel {
     this.validate(inputIds, opts, past);
     return tf.tidy(() => {
       let x = this.embed(inputIds, opts);
-      const positions = opts.positions ?? (tf.tile(tf.reshape(tf.range(past, past + t, 1, 'int32'), [1, t]), [b, 1]) as tf.Tensor2D);
+      const order = this.globalOrder(t, opts);
+      const positions = opts.positions ?? (tf.tile(tf.reshape(order ? tf.tensor1d(order, 'int32') : tf.range(past, past + t, 1, 'int32'), [1, t]), [b, 1]) as tf.Tensor2D);
       const angles = ropeAngles(positions, this.freq);
       const keyMask = cache ? cache.appendMask(b, t, opts.attentionMask ?? null) : (opts.attentionMask ?? null);
       for (let i = 0; i < c.numLayers; i++) {
         const w = (part: LayerPart) => this.params.get(paramName.layer(i, part));
-        const a = this.attend(i, rmsNorm(x, w('input_layernorm'), c.rmsNormEps), angles, keyMask, opts);
+        const a = this.attend(i, rmsNorm(x, w('input_layernorm'), c.rmsNormEps), angles, keyMask, opts, order);
         x = tf.add(x, a);
         x = tf.add(x, this.mlp(rmsNorm(x, w('post_attention_layernorm'), c.rmsNormEps), i, opts.mlpChunkSize ?? 0));
       }
@@ -95,14 +117,23 @@ export class LlamaModel {
     this.params.dispose();
   }
 
+  /** Global token index of each local token under sequence parallelism, else null. */
+  private globalOrder(t: number, opts: ForwardOptions): Int32Array | null {
+    if (!opts.ring) return null;
+    const { group, layout = 'contiguous' } = opts.ring;
+    return layoutIndices(t * group.size, group.size, group.rank, layout);
+  }
+
   private validate(ids: tf.Tensor2D, opts: ForwardOptions, past: number): void {
     const [b, t] = ids.shape;
     if (ids.rank !== 2) throw new InputError(`forward: input ids must be [batch, seq], got shape [${ids.shape.join(', ')}]`);
     if (ids.dtype !== 'int32') throw new InputError(`forward: input ids must be int32, got ${ids.dtype}`);
     if (t === 0) throw new InputError('forward: empty input (0 tokens)');
-    if (past + t > this.config.maxSeqLen) {
+    if (opts.ring && opts.cache) throw new InputError('forward: a ring (sequence-parallel) forward cannot use a KV cache; decode on one process');
+    const total = past + t * (opts.ring?.group.size ?? 1);
+    if (total > this.config.maxSeqLen) {
       throw new InputError(
-        `input of ${t} tokens after ${past} cached ones needs ${past + t} positions, but the model's context is ${this.config.maxSeqLen}; shorten the prompt or use a longer-context model`,
+        `input of ${total - past} tokens after ${past} cached ones needs ${total} positions, but the model's context is ${this.config.maxSeqLen}; shorten the prompt or use a longer-context model`,
       );
     }
     for (const [name, m] of [['visionMask', opts.visionMask], ['positions', opts.positions], ['attentionMask', opts.attentionMask], ['segmentIds', opts.segmentIds]] as const) {
@@ -144,7 +175,7 @@ export class LlamaModel {
     return tf.where(tf.expandDims(vm, -1), ev, e) as tf.Tensor3D;
   }
 
-  private attend(layer: number, x: tf.Tensor, angles: { cos: tf.Tensor; sin: tf.Tensor }, keyMask: tf.Tensor2D | null, opts: ForwardOptions): tf.Tensor {
+  private attend(layer: number, x: tf.Tensor, angles: { cos: tf.Tensor; sin: tf.Tensor }, keyMask: tf.Tensor2D | null, opts: ForwardOptions, order: Int32Array | null): tf.Tensor {
     const c = this.config;
     const [b, t] = x.shape as [number, number, number];
     const w = (part: LayerPart) => this.params.get(paramName.layer(layer, part));
@@ -153,14 +184,26 @@ export class LlamaModel {
     let k = applyRope(heads('self_attn.k_proj', c.numKvHeads), angles);
     let v = heads('self_attn.v_proj', c.numKvHeads);
     if (opts.cache) [k, v] = opts.cache.append(layer, k, v);
-    const o = attention(q, k, v, {
+    const o = this.attention(q, k, v, keyMask, opts, order);
+    return project(tf.reshape(o, [b, t, c.numHeads * c.headDim]) as tf.Tensor3D, w('self_attn.o_proj'));
+  }
+
+  /**
+   * Causal order is the token's place in the (global) sequence, not its RoPE position, which
+   * packed rows reset per document.
+   */
+  private attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, keyMask: tf.Tensor2D | null, opts: ForwardOptions, order: Int32Array | null): tf.Tensor4D {
+    const masks = { keyMask: keyMask ?? undefined, segmentIds: opts.segmentIds };
+    if (opts.ring && order) return ringAttention(q, k, v, { ...masks, group: opts.ring.group, layout: opts.ring.layout, positions: order });
+    // Without a cache the native path is the one-rank ring: the same kernel and gradient.
+    if (!opts.cache && isNativeKernelActive(FUSED_ATTENTION)) return blockwiseAttention(q, k, v, masks);
+    return attention(q, k, v, {
       causal: true,
       queryOffset: opts.cache ? opts.cache.length : 0,
       keyMask: keyMask ?? undefined,
       segmentIds: opts.segmentIds,
       blockSize: opts.attentionBlockSize,
     });
-    return project(tf.reshape(o, [b, t, c.numHeads * c.headDim]) as tf.Tensor3D, w('self_attn.o_proj'));
   }
 
   /** SwiGLU: down(silu(gate(x)) * up(x)), optionally in chunks of tokens (position-wise, so exact). */
