@@ -3,6 +3,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { doctorCommand } from './commands/doctor.js';
 import { generateCommand } from './commands/generate.js';
+import { launchCommand } from './commands/launch.js';
 import { packageVersion } from './version.js';
 
 const argv = hideBin(process.argv);
@@ -12,6 +13,7 @@ await yargs(argv)
   .usage('$0 <command> [options]\n\nLarge World Model (LWM) on TensorFlow.js: long-context text and video-language models without Python.')
   .command(generateCommand)
   .command(doctorCommand)
+  .command(launchCommand)
   .option('debug', { type: 'boolean', default: false, describe: 'Show stack traces on errors' })
   .demandCommand(1, 'give a command; see lwm --help')
   .strict()
