@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { attentionAddon } from '../ops/native/attentionKernel.js';
 import { createModel, generate, initBackend, loadAddon, saveModel, writeGguf } from '../src/index.js';
+import { ringBench } from './ring.js';
 
 const quick = process.argv.includes('--quick');
 const jsonIdx = process.argv.indexOf('--json');
@@ -137,6 +138,10 @@ async function main(): Promise<void> {
     }
   }
   r.m.dispose();
+
+  const ring = ringBench(quick);
+  out['ring'] = ring.json;
+  rows.push(...ring.rows);
 
   const dir = path.join(root, 'bench', 'results');
   fs.mkdirSync(dir, { recursive: true });

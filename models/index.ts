@@ -2,3 +2,4 @@ export * from './config.js';
 export { ParamStore, paramSpecs, paramName, initParams, isNormWeight, type ParamSpec, type LayerPart } from './params.js';
 export { LlamaModel, type ForwardOptions, type SampleMode } from './llama.js';
 export { KVCache } from './kvCache.js';
+export { shardSequence, unshardSequence, padForRing, type ShardSpec, type PaddedBatch } from './sequenceParallel.js';

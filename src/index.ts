@@ -32,3 +32,7 @@ export {
 export { generate, generateTokens, validatePrompt, type GenerateOptions, type GenerateResult, type GenerateStep } from './generate.js';
 export { createModel } from './createModel.js';
 export { writeGguf, readGgufHeader } from './checkpoint/gguf.js';
+
+// Sequence parallelism: the ring's process group
+export { ProcessGroup, type ProcessGroupOptions, type RingStats } from './distributed/processGroup.js';
+export { detectLaunch, type LaunchInfo } from './distributed/env.js';
