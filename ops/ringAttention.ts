@@ -100,20 +100,14 @@ function problemOf(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: RingAtt
   };
 }
 
-/**
- * Ring attention returning the output [B, T, H, D] and the log-sum-exp [B, H, T] (natural log,
- * -Infinity for a query that sees no key; its output is 0). Differentiable in q, k, v through
- * both outputs; the backward pass runs the ring again (dK/dV travel home with their blocks).
- * Every rank of `group` must call this in the same order with the same shapes.
- */
-export function ringAttentionWithLse(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: RingAttentionOptions = {}): { out: tf.Tensor4D; lse: tf.Tensor3D } {
+/** The custom-gradient op; with `withLse` its one output packs o and lse (customGrad takes one tensor). */
+function ringOp(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: RingAttentionOptions, withLse: boolean): tf.Tensor {
   const group = opts.group ?? new SoloGroup();
   const base = problemOf(q, k, v, opts, group);
   const { b, h, d } = base.dims;
   const nOut = b * base.t * h * d;
   const nLse = b * h * base.t;
-  // customGrad takes one output tensor, so o and lse travel packed in one and are split below.
-  const packed = tf.customGrad((qi, ki, vi) => {
+  const op = tf.customGrad((qi, ki, vi) => {
     const p: RingProblem = {
       ...base,
       call: group.nextCall(),
@@ -122,34 +116,48 @@ export function ringAttentionWithLse(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tenso
       v: (vi as tf.Tensor).dataSync() as Float32Array,
     };
     const { o, lse } = runOnGroup(ringForward(p), group);
-    const both = new Float32Array(nOut + nLse);
-    both.set(o);
-    both.set(lse, nOut);
+    let value: tf.Tensor;
+    if (withLse) {
+      const both = new Float32Array(nOut + nLse);
+      both.set(o);
+      both.set(lse, nOut);
+      value = tf.tensor1d(both);
+    } else {
+      value = tf.tensor(o, q.shape);
+    }
     return {
-      value: tf.tensor1d(both),
+      value,
       gradFunc: (dy: tf.Tensor) => {
         const dys = dy.dataSync() as Float32Array;
-        const g = runOnGroup(ringBackward(p, { o, lse, dO: dys.subarray(0, nOut), dLse: dys.subarray(nOut) }), group);
+        const saved = withLse ? { o, lse, dO: dys.subarray(0, nOut), dLse: dys.subarray(nOut) } : { o, lse, dO: dys, dLse: null };
+        const g = runOnGroup(ringBackward(p, saved), group);
         return [tf.tensor(g.dq, q.shape), tf.tensor(g.dk, k.shape), tf.tensor(g.dv, v.shape)];
       },
     };
   });
+  return op(q, k, v);
+}
+
+/**
+ * Ring attention returning the output [B, T, H, D] and the log-sum-exp [B, H, T] (natural log,
+ * -Infinity for a query that sees no key; its output is 0). Differentiable in q, k, v through
+ * both outputs; the backward pass runs the ring again (dK/dV travel home with their blocks).
+ * Every rank of `group` must call this in the same order with the same shapes.
+ */
+export function ringAttentionWithLse(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: RingAttentionOptions = {}): { out: tf.Tensor4D; lse: tf.Tensor3D } {
   return tf.tidy(() => {
-    const all = packed(q, k, v);
+    const all = ringOp(q, k, v, opts, true);
+    const [b, t, h, d] = q.shape;
     return {
-      out: tf.reshape(tf.slice(all, 0, nOut), q.shape) as tf.Tensor4D,
-      lse: tf.reshape(tf.slice(all, nOut, nLse), [b, h, base.t]) as tf.Tensor3D,
+      out: tf.reshape(tf.slice(all, 0, b * t * h * d), q.shape) as tf.Tensor4D,
+      lse: tf.reshape(tf.slice(all, b * t * h * d, b * h * t), [b, h, t]) as tf.Tensor3D,
     };
   });
 }
 
 /** Ring attention: this rank's output [B, T, H, D]. See ringAttentionWithLse. */
 export function ringAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: RingAttentionOptions = {}): tf.Tensor4D {
-  return tf.tidy(() => {
-    const { out, lse } = ringAttentionWithLse(q, k, v, opts);
-    lse.dispose();
-    return out;
-  });
+  return ringOp(q, k, v, opts, false) as tf.Tensor4D;
 }
 
 /**

@@ -186,6 +186,20 @@ describe('the differentiable op', () => {
     });
   });
 
+  it('ringAttention (output only) has the same gradient as the packed output-and-lse op', () => {
+    tf.tidy(() => {
+      const q = tf.tensor4d(randn(2 * 12 * 4 * 8, 4), [2, 12, 4, 8]);
+      const k = tf.tensor4d(randn(2 * 12 * 2 * 8, 5), [2, 12, 2, 8]);
+      const w = tf.tensor4d(randn(2 * 12 * 4 * 8, 6), [2, 12, 4, 8]);
+      for (const kernel of ['native', 'tfjs'] as const) {
+        const a = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(ringAttention(x as tf.Tensor4D, y as tf.Tensor4D, y as tf.Tensor4D, { kernel }), w)))([q, k]);
+        const b = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(blockwiseAttentionWithLse(x as tf.Tensor4D, y as tf.Tensor4D, y as tf.Tensor4D, { kernel }).out, w)))([q, k]);
+        expect(maxAbsErr(a[0]!.dataSync(), b[0]!.dataSync())).toBe(0);
+        expect(maxAbsErr(a[1]!.dataSync(), b[1]!.dataSync())).toBe(0);
+      }
+    });
+  });
+
   it('matches the model attention() on a causal packed batch, native and tfjs', () => {
     tf.tidy(() => {
       const q = tf.tensor4d(randn(2 * 19 * 4 * 8, 1), [2, 19, 4, 8]);

@@ -36,11 +36,13 @@ interface Member {
 /** Rank 0 waits this much longer than the others, so its message naming the missing ranks wins. */
 const FOLLOWER_EXTRA_MS = 3000;
 
-function frames(kind: number, body?: unknown): Buffer[] {
+/** A control message: its kind byte, then an optional JSON body. */
+export function frames(kind: number, body?: unknown): Buffer[] {
   return body === undefined ? [Buffer.of(kind)] : [Buffer.of(kind), Buffer.from(JSON.stringify(body))];
 }
 
-function parse(frame: Buffer | undefined): Record<string, unknown> {
+/** The JSON body of a control message; {} when it is missing or not an object. */
+export function parse(frame: Buffer | undefined): Record<string, unknown> {
   try {
     const v: unknown = JSON.parse(frame?.toString() ?? '');
     return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {};

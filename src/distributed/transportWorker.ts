@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Dealer, Router } from 'zeromq';
 import { Outbox, observerEnded, pump } from './outbox.js';
-import { Rendezvous } from './rendezvous.js';
+import { frames as controlFrames, parse, Rendezvous } from './rendezvous.js';
 import { ABORT_TEXT_BYTES, KIND, SLOT, STATE, W, frameSeq, type Delivered, type PeerInfo, type ToWorker, type WorkerInit } from './shared.js';
 import { dataChallenge, dataHello, dataWelcomeOk, type LinkSecret } from './links.js';
 
@@ -46,19 +46,6 @@ function bump(): void {
 function log(line: string): void {
   // Synchronous: the main thread may be blocked, and process.stderr in a worker goes through it.
   fs.writeSync(2, `${line}\n`);
-}
-
-function json(kind: number, body: unknown): Buffer[] {
-  return [Buffer.of(kind), Buffer.from(JSON.stringify(body))];
-}
-
-function parse(frame: Buffer | undefined): Record<string, unknown> {
-  try {
-    const v: unknown = JSON.parse(frame?.toString() ?? '');
-    return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {};
-  } catch {
-    return {};
-  }
 }
 
 /** Text from peers goes into one-line errors and logs: no control characters, bounded length. */
@@ -133,9 +120,9 @@ function abortAll(reason: string): void {
     return;
   }
   // Relay to every peer this rank can reach, so every rank learns even when only one saw it.
-  rendezvous?.broadcast(json(KIND.ABORT, { message }));
-  outData.push(json(KIND.ABORT, { message }));
-  if (prevId) inData.push([prevId, ...json(KIND.ABORT, { message })]);
+  rendezvous?.broadcast(controlFrames(KIND.ABORT, { message }));
+  outData.push(controlFrames(KIND.ABORT, { message }));
+  if (prevId) inData.push([prevId, ...controlFrames(KIND.ABORT, { message })]);
   graceTimer = setTimeout(() => {
     if (Atomics.load(ctl, W.ABORT_SEEN)) return;
     // The compute thread is inside a long native call or ignores the ring; waiting longer would
@@ -235,7 +222,7 @@ function onDataIn(frames: Buffer[]): void {
     // Only prev should ever connect here; bound what strangers can make this thread remember.
     if (dataNonces.size >= MAX_STRANGERS) dataNonces.clear();
     dataNonces.set(key, challenge.nonce);
-    inData.push([id, ...json(KIND.CHALLENGE, challenge)]);
+    inData.push([id, ...controlFrames(KIND.CHALLENGE, challenge)]);
   } else if (kind[0] === KIND.HELLO) {
     if (!link) {
       if (pendingHellos.length < MAX_STRANGERS) pendingHellos.push(frames);
@@ -258,7 +245,7 @@ function verifyHello(id: Buffer, key: string, hello: Record<string, unknown>): v
   }
   prevId = id;
   heard(prev);
-  inData.push([id, ...json(KIND.WELCOME, link.welcome(hello))]);
+  inData.push([id, ...controlFrames(KIND.WELCOME, link.welcome(hello))]);
   maybeReady();
 }
 
@@ -273,7 +260,7 @@ function onDataOut(frames: Buffer[]): void {
     case KIND.CHALLENGE: {
       const hello = dataHello(link, me, msg());
       nextNonce = hello.cnonce;
-      outData.push(json(KIND.HELLO, hello));
+      outData.push(controlFrames(KIND.HELLO, hello));
       return;
     }
     case KIND.WELCOME:
@@ -367,10 +354,10 @@ async function shutdown(code?: number): Promise<void> {
     // After an abort, repeat its message: a peer that missed the relay would otherwise report
     // this rank's exit as the cause.
     const farewell = aborted
-      ? json(KIND.ABORT, { message: abortMessage })
+      ? controlFrames(KIND.ABORT, { message: abortMessage })
       : code === 0
         ? [Buffer.of(KIND.BYE)]
-        : json(KIND.ABORT, { message: `ring: ${describe(me)} exited with code ${code}; every rank stops` });
+        : controlFrames(KIND.ABORT, { message: `ring: ${describe(me)} exited with code ${code}; every rank stops` });
     rendezvous?.broadcast(farewell);
     outData.push(farewell);
     if (prevId) inData.push([prevId, ...farewell]);
