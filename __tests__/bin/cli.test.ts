@@ -28,10 +28,11 @@ describe('lwm CLI', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/lwm generate/);
     expect(r.stdout).toMatch(/lwm doctor/);
+    expect(r.stdout).toMatch(/lwm launch/);
   });
 
   it('every command has --help with examples', () => {
-    for (const cmd of ['generate', 'doctor']) {
+    for (const cmd of ['generate', 'doctor', 'launch']) {
       const r = lwm([cmd, '--help']);
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(/Examples:/);
@@ -90,7 +91,9 @@ describe('lwm CLI', () => {
   it('doctor reports backend, native kernels, threads, ffmpeg and node', () => {
     const r = lwm(['doctor']);
     expect(r.code).toBe(0);
-    for (const key of ['backend', 'native', 'threads', 'ffmpeg', 'node']) expect(r.stdout).toMatch(new RegExp(`^${key}\\s`, 'm'));
+    for (const key of ['backend', 'native', 'threads', 'ffmpeg', 'node', 'ring']) expect(r.stdout).toMatch(new RegExp(`^${key}\\s`, 'm'));
+    expect(r.stdout).toMatch(/^ring\s+zeromq \d+\.\d+\.\d+; single process/m);
+    expect(lwm(['doctor'], { RANK: '2', WORLD_SIZE: '3' }).stdout).toMatch(/^ring\s+zeromq .*; rank 2 of 3 \(torchrun\)/m);
     const j = JSON.parse(lwm(['doctor', '--json'], { LWM_BACKEND: 'cpu' }).stdout);
     expect(j.backend).toBe('cpu');
     expect(j.backend_reason).toBe('LWM_BACKEND=cpu');

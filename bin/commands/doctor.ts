@@ -1,7 +1,7 @@
 import * as os from 'node:os';
 import type { Argv, CommandModule } from 'yargs';
 import * as tf from '@tensorflow/tfjs';
-import { findFfmpeg, initBackend } from '../../src/index.js';
+import { detectLaunch, findFfmpeg, initBackend } from '../../src/index.js';
 import { handle } from '../output.js';
 import { packageVersion } from '../version.js';
 
@@ -12,7 +12,7 @@ interface DoctorArgs {
 
 export const doctorCommand: CommandModule<object, DoctorArgs> = {
   command: 'doctor',
-  describe: 'Show the backend in use and why, native kernels, threads, ffmpeg and Node version',
+  describe: 'Show the backend in use and why, native kernels, threads, ffmpeg, the ring transport and Node version',
   builder: (y: Argv) =>
     y
       .option('json', { type: 'boolean', default: false, describe: 'Print one JSON object' })
@@ -21,6 +21,7 @@ export const doctorCommand: CommandModule<object, DoctorArgs> = {
   handler: handle<DoctorArgs>('doctor', async (args) => {
     const b = await initBackend();
     const ff = findFfmpeg();
+    const ring = await ringStatus();
     const report = {
       lwm: packageVersion(),
       node: process.version,
@@ -37,6 +38,8 @@ export const doctorCommand: CommandModule<object, DoctorArgs> = {
       memory_gib: Number((os.totalmem() / 2 ** 30).toFixed(1)),
       ffmpeg: ff?.path ?? null,
       ffmpeg_source: ff?.source ?? 'not found: set LWM_FFMPEG, install @ffmpeg-installer/ffmpeg, or put ffmpeg on PATH',
+      ring_transport: ring.transport,
+      ring_launch: ring.launch,
     };
     if (args.json) {
       process.stdout.write(JSON.stringify(report) + '\n');
@@ -51,7 +54,27 @@ export const doctorCommand: CommandModule<object, DoctorArgs> = {
       ['threads', `${b.threads} (of ${report.cpus} cpus; LWM_THREADS overrides)`],
       ['memory', `${report.memory_gib} GiB`],
       ['ffmpeg', ff ? `${ff.path} (${ff.source})` : report.ffmpeg_source],
+      ['ring', `${ring.transport}; ${ring.launch}`],
     ];
     for (const [k, v] of lines) process.stdout.write(`${k.padEnd(8)} ${v}\n`);
   }),
 };
+
+/** Whether the ring's transport loads, and the rank this process would take. */
+async function ringStatus(): Promise<{ transport: string; launch: string }> {
+  let transport: string;
+  try {
+    const zmq = await import('zeromq');
+    transport = `zeromq ${zmq.version}`;
+  } catch (e) {
+    transport = `zeromq does not load (${String((e as Error).message).split('\n')[0]}); reinstall with npm ci`;
+  }
+  let launch: string;
+  try {
+    const l = detectLaunch();
+    launch = l.size > 1 ? `rank ${l.rank} of ${l.size} (${l.source}), rendezvous ${l.masterAddr}:${l.masterPort}` : 'single process (no launcher variables)';
+  } catch (e) {
+    launch = (e as Error).message;
+  }
+  return { transport, launch };
+}
