@@ -45,12 +45,22 @@ export function ringBench(quick: boolean): { json: Record<string, unknown>; rows
   const args = ['--seq', String(seq), '--heads', '8', '--dim', '128', '--layout', 'zigzag', '--iters', quick ? '1' : '2'];
   const one = run(1, args);
   const two = run(2, args);
+  // The same ring without load balancing: rank 1 holds the second half and does 3x rank 0's work.
+  const plain = run(2, args.map((a) => (a === 'zigzag' ? 'contiguous' : a)));
   const ratio = one.fwdBwdMs / two.fwdBwdMs;
-  const json: Record<string, unknown> = { one_process: one, ring_of_2: two, throughput_ratio_fwd_bwd: ratio, throughput_ratio_fwd: one.fwdMs / two.fwdMs };
+  const json: Record<string, unknown> = {
+    one_process: one,
+    ring_of_2: two,
+    ring_of_2_contiguous: plain,
+    throughput_ratio_fwd_bwd: ratio,
+    throughput_ratio_fwd: one.fwdMs / two.fwdMs,
+    throughput_ratio_fwd_bwd_contiguous: one.fwdBwdMs / plain.fwdBwdMs,
+  };
   const rows: [string, string][] = [
     [`ring attn s=${seq} h=8 causal zigzag, 1 proc`, `fwd ${one.fwdMs.toFixed(0)} ms, fwd+bwd ${one.fwdBwdMs.toFixed(0)} ms`],
     [`ring attn same, 2 procs x 1 core`, `fwd ${two.fwdMs.toFixed(0)} ms, fwd+bwd ${two.fwdBwdMs.toFixed(0)} ms`],
     ['ring of 2 vs 1 process, throughput', `x${ratio.toFixed(2)} (fwd+bwd), waiting ${two.fwdWaitMsPerStep.toFixed(1)} / ${two.fwdBwdWaitMsPerStep.toFixed(1)} ms per step (fwd / fwd+bwd)`],
+    ['same ring, contiguous layout', `fwd+bwd ${plain.fwdBwdMs.toFixed(0)} ms (x${(one.fwdBwdMs / plain.fwdBwdMs).toFixed(2)}), waiting ${plain.fwdBwdWaitMsPerStep.toFixed(1)} ms per step`],
   ];
   if (!quick) {
     // LWM-7B attention shape (32 heads x 128), forward + backward, at two lengths.
