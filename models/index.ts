@@ -3,3 +3,16 @@ export { ParamStore, paramSpecs, paramName, initParams, isNormWeight, type Param
 export { LlamaModel, type ForwardOptions, type SampleMode } from './llama.js';
 export { KVCache } from './kvCache.js';
 export { shardSequence, unshardSequence, padForRing, type ShardSpec, type PaddedBatch } from './sequenceParallel.js';
+export {
+  VQGAN_DEFAULTS,
+  VQGAN_TINY,
+  vqganConfig,
+  vqganConfigFromJson,
+  vqganParamSpecs,
+  vqganParamCount,
+  initVqganParams,
+  vectorQuantize,
+  Vqgan,
+  type VqganConfig,
+  type VqganParamSpec,
+} from './vqgan.js';
