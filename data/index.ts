@@ -5,3 +5,4 @@ export * from './preprocess.js';
 export * from './visionTokens.js';
 export * from './examples.js';
 export * from './packing.js';
+export * from './batches.js';

@@ -23,12 +23,26 @@ export { loadModel, saveModel, readModelConfig, type LoadOptions, type SaveOptio
 export {
   readSafetensorsHeader,
   readTensorF32,
+  readTensorI32,
+  readTensorU8,
   readWeightIndex,
   writeSafetensors,
   writeSafetensorsSharded,
   type TensorEntry,
   type TensorToWrite,
+  type WriteDtype,
 } from './checkpoint/safetensors.js';
+export {
+  loadVqgan,
+  saveVqgan,
+  readVqganConfig,
+  vqganConfigToJson,
+  vqganWeightsHash,
+  VQGAN_MODEL_TYPE,
+  VQGAN_FORMAT_VERSION,
+  type LoadVqganOptions,
+  type SaveVqganOptions,
+} from './checkpoint/vqgan.js';
 export { generate, generateTokens, validatePrompt, type GenerateOptions, type GenerateResult, type GenerateStep } from './generate.js';
 export { createModel } from './createModel.js';
 export { writeGguf, readGgufHeader } from './checkpoint/gguf.js';

@@ -8,6 +8,8 @@ import {
   loadModel,
   readSafetensorsHeader,
   readTensorF32,
+  readTensorI32,
+  readTensorU8,
   saveModel,
   writeSafetensors,
   writeSafetensorsSharded,
@@ -51,6 +53,44 @@ describe('safetensors', () => {
     expect(back[1]).toBe(-2.5);
     expect(back[2]).toBe(0.10009765625); // 0.1 rounded to the nearest bf16
     expect(fs.readdirSync(dir)).toEqual(['a.safetensors']); // no temporary files left
+  });
+
+  it('writes and reads I32, U8 and BOOL tensors, alone or next to float ones', () => {
+    const dir = tmpDir('int');
+    const file = path.join(dir, 'ints.safetensors');
+    const ids = Int32Array.from([0, 1, -1, 2147483647, -2147483648, 8447]);
+    const bytes = Uint8Array.from([0, 7, 255]);
+    const mask = Uint8Array.from([1, 0, 0, 1]);
+    const f = Float32Array.from([0.5, -3]);
+    writeSafetensors(
+      file,
+      [
+        { name: 'tokens', shape: [2, 3], data: () => ids },
+        { name: 'bytes', shape: [3], data: () => bytes, dtype: 'U8' },
+        { name: 'mask', shape: [2, 2], data: () => mask, dtype: 'BOOL' },
+        { name: 'w', shape: [2], data: () => f, dtype: 'BF16' },
+      ],
+      'I32',
+    );
+    const h = readSafetensorsHeader(file);
+    expect([...h.tensors.values()].map((e) => [e.name, e.dtype, e.shape])).toEqual([
+      ['tokens', 'I32', [2, 3]],
+      ['bytes', 'U8', [3]],
+      ['mask', 'BOOL', [2, 2]],
+      ['w', 'BF16', [2]],
+    ]);
+    expect(Array.from(readTensorI32(h.tensors.get('tokens')!, file))).toEqual(Array.from(ids));
+    expect(Array.from(readTensorU8(h.tensors.get('bytes')!, file))).toEqual([0, 7, 255]);
+    expect(Array.from(readTensorI32(h.tensors.get('bytes')!, file))).toEqual([0, 7, 255]); // widened
+    expect(Array.from(readTensorU8(h.tensors.get('mask')!, file))).toEqual([1, 0, 0, 1]);
+    expect(Array.from(readTensorF32(h.tensors.get('w')!, file))).toEqual([0.5, -3]);
+    expect(() => readTensorF32(h.tensors.get('tokens')!, file)).toThrow(/'tokens' has dtype I32; lwm reads F32, F16 and BF16/);
+    expect(() => readTensorI32(h.tensors.get('w')!, file)).toThrow(/'w' has dtype BF16; readTensorI32 reads/);
+    expect(() => readTensorU8(h.tensors.get('tokens')!, file)).toThrow(/'tokens' has dtype I32; readTensorU8 reads U8 and BOOL/);
+    // Typed array and dtype must agree; BOOL holds only 0 and 1; failures leave no file.
+    expect(() => writeSafetensors(file + '2', [{ name: 'x', shape: [2], data: () => f }], 'I32')).toThrow(/'x' is stored as I32, which needs a Int32Array, but data\(\) returned a Float32Array/);
+    expect(() => writeSafetensors(file + '2', [{ name: 'x', shape: [1], data: () => Uint8Array.from([2]) }], 'BOOL')).toThrow(/'x' is stored as BOOL but holds values other than 0 and 1/);
+    expect(fs.readdirSync(dir)).toEqual(['ints.safetensors']);
   });
 
   it('shards by size and writes an index that points at every tensor', () => {

@@ -9,7 +9,7 @@ import { conv2d, groupNorm, padBottomRight, upsampleNearest2x, vectorQuantize } 
  */
 export class Vqgan {
   readonly downsampleFactor: number;
-  private readonly params: Map<string, tf.Tensor>;
+  private readonly weights: Map<string, tf.Tensor>;
 
   constructor(
     readonly config: Readonly<VqganConfig>,
@@ -30,7 +30,7 @@ export class Vqgan {
       }
       if (t.dtype !== 'float32') throw new CheckpointError(`VQGAN params: '${s.name}' is ${t.dtype}; convert it to float32`);
     }
-    this.params = params;
+    this.weights = params;
     this.downsampleFactor = 2 ** (levels - 1);
   }
 
@@ -88,9 +88,14 @@ export class Vqgan {
     return tf.tidy(() => this.decodeLatents(this.lookup(codes)));
   }
 
+  /** The weights by Flax path; owned by this model (dispose() frees them). */
+  get params(): ReadonlyMap<string, tf.Tensor> {
+    return this.weights;
+  }
+
   dispose(): void {
-    for (const t of this.params.values()) t.dispose();
-    this.params.clear();
+    for (const t of this.weights.values()) t.dispose();
+    this.weights.clear();
   }
 
   private checkFrames(x: tf.Tensor): void {

@@ -122,6 +122,56 @@ export function readTensorF32(entry: TensorEntry, file: string): Float32Array {
   return out;
 }
 
+/**
+ * Reads one integer tensor as int32: I32 as stored; I16, I8, U8 and BOOL widened (token rows,
+ * masks). Float dtypes are refused: use readTensorF32.
+ */
+export function readTensorI32(entry: TensorEntry, file: string): Int32Array {
+  const count = entryCount(entry);
+  if (entry.dtype === 'I32') {
+    const out = new Int32Array(count);
+    readEntryBytes(entry, file, new Uint8Array(out.buffer));
+    return out;
+  }
+  const widen: Record<string, (b: ArrayBuffer) => ArrayLike<number>> = {
+    I16: (b) => new Int16Array(b),
+    I8: (b) => new Int8Array(b),
+    U8: (b) => new Uint8Array(b),
+    BOOL: (b) => new Uint8Array(b),
+  };
+  const make = widen[entry.dtype];
+  if (!make) throw new CheckpointError(`${file}: tensor '${entry.name}' has dtype ${entry.dtype}; readTensorI32 reads I32, I16, I8, U8 and BOOL`);
+  const raw = new Uint8Array(entry.byteLength);
+  readEntryBytes(entry, file, raw);
+  return Int32Array.from(make(raw.buffer));
+}
+
+/** Reads one U8 or BOOL tensor as bytes (BOOL: 0 or 1). */
+export function readTensorU8(entry: TensorEntry, file: string): Uint8Array {
+  if (entry.dtype !== 'U8' && entry.dtype !== 'BOOL') {
+    throw new CheckpointError(`${file}: tensor '${entry.name}' has dtype ${entry.dtype}; readTensorU8 reads U8 and BOOL`);
+  }
+  const out = new Uint8Array(entryCount(entry));
+  readEntryBytes(entry, file, out);
+  return out;
+}
+
+function entryCount(entry: TensorEntry): number {
+  return entry.shape.reduce((a, b) => a * b, 1);
+}
+
+function readEntryBytes(entry: TensorEntry, file: string, dst: Uint8Array): void {
+  if (dst.length !== entry.byteLength) {
+    throw new CheckpointError(`${file}: tensor '${entry.name}' (${entry.dtype} [${entry.shape.join(', ')}]) spans ${entry.byteLength} bytes, expected ${dst.length}`);
+  }
+  const fd = openForRead(file);
+  try {
+    readFully(fd, dst, entry.offset, file);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function readFully(fd: number, dst: Uint8Array, position: number, file: string): void {
   let done = 0;
   while (done < dst.length) {
@@ -144,24 +194,51 @@ function corrupt(file: string, what: string): CheckpointError {
   return new CheckpointError(`${file}: not a valid safetensors file: ${what}`);
 }
 
+/** Dtypes the writer can store. F32/BF16 take a Float32Array, I32 an Int32Array, U8 and BOOL (0/1) a Uint8Array. */
+export type WriteDtype = 'F32' | 'BF16' | 'I32' | 'U8' | 'BOOL';
+
+const WRITE_ITEM_SIZES: Readonly<Record<WriteDtype, number>> = { F32: 4, BF16: 2, I32: 4, U8: 1, BOOL: 1 };
+
 export interface TensorToWrite {
   name: string;
   shape: number[];
   /** Called once, when the tensor is written, so a large model is never all in memory twice. */
-  data: () => Float32Array;
+  data: () => Float32Array | Int32Array | Uint8Array;
+  /** This tensor's stored dtype, overriding the file's (e.g. I32 token rows next to F32 values). */
+  dtype?: WriteDtype;
+}
+
+function tensorBytes(t: TensorToWrite, fileDtype: WriteDtype): number {
+  const dtype = t.dtype ?? fileDtype;
+  const size = WRITE_ITEM_SIZES[dtype];
+  if (size === undefined) throw new CheckpointError(`writeSafetensors: '${t.name}' has dtype ${String(dtype)}; the writer stores ${Object.keys(WRITE_ITEM_SIZES).join(', ')}`);
+  return t.shape.reduce((a, b) => a * b, 1) * size;
+}
+
+function encodeTensor(t: TensorToWrite, dtype: WriteDtype, data: Float32Array | Int32Array | Uint8Array): Uint8Array {
+  const need = dtype === 'I32' ? Int32Array : dtype === 'U8' || dtype === 'BOOL' ? Uint8Array : Float32Array;
+  if (!(data instanceof need)) {
+    throw new CheckpointError(`writeSafetensors: '${t.name}' is stored as ${dtype}, which needs a ${need.name}, but data() returned a ${data.constructor.name}`);
+  }
+  if (dtype === 'BOOL' && data.some((v) => v > 1)) throw new CheckpointError(`writeSafetensors: '${t.name}' is stored as BOOL but holds values other than 0 and 1`);
+  if (dtype === 'BF16') {
+    const half = new Uint16Array(data.length);
+    f32ToBf16(data as Float32Array, half);
+    return new Uint8Array(half.buffer);
+  }
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
 /**
  * Writes one safetensors file atomically: to a temporary name first, renamed into place only
  * when complete, so a crash never leaves a half-written checkpoint under the real name.
  */
-export function writeSafetensors(file: string, tensors: TensorToWrite[], dtype: 'F32' | 'BF16', metadata: Record<string, string> = {}): void {
-  const itemSize = BYTES_PER_ELEMENT[dtype];
+export function writeSafetensors(file: string, tensors: TensorToWrite[], dtype: WriteDtype, metadata: Record<string, string> = {}): void {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const t of tensors) {
-    const bytes = t.shape.reduce((a, b) => a * b, 1) * itemSize;
-    header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    const bytes = tensorBytes(t, dtype);
+    header[t.name] = { dtype: t.dtype ?? dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
   let headerJson = JSON.stringify(header);
@@ -178,13 +255,7 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], dtype: 
       const data = t.data();
       const expected = t.shape.reduce((a, b) => a * b, 1);
       if (data.length !== expected) throw new CheckpointError(`writeSafetensors: '${t.name}' has ${data.length} values, its shape [${t.shape.join(', ')}] needs ${expected}`);
-      if (dtype === 'F32') {
-        writeAll(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-      } else {
-        const half = new Uint16Array(data.length);
-        f32ToBf16(data, half);
-        writeAll(fd, new Uint8Array(half.buffer));
-      }
+      writeAll(fd, encodeTensor(t, t.dtype ?? dtype, data));
     }
     fs.fsyncSync(fd);
   } catch (e) {
@@ -212,16 +283,15 @@ export const DEFAULT_MAX_SHARD_BYTES = 2_000_000_000;
 export function writeSafetensorsSharded(
   dir: string,
   tensors: TensorToWrite[],
-  dtype: 'F32' | 'BF16',
+  dtype: WriteDtype,
   opts: { maxShardBytes?: number; metadata?: Record<string, string> } = {},
 ): string[] {
   const max = opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
-  const itemSize = BYTES_PER_ELEMENT[dtype];
   const shards: TensorToWrite[][] = [[]];
   let current = 0;
   let total = 0;
   for (const t of tensors) {
-    const bytes = t.shape.reduce((a, b) => a * b, 1) * itemSize;
+    const bytes = tensorBytes(t, dtype);
     if (current > 0 && current + bytes > max) {
       shards.push([]);
       current = 0;
