@@ -18,7 +18,9 @@
         "src/attention_avx512.cc",
         "src/attention_napi.cc",
         "src/elementwise_napi.cc",
-        "src/elementwise.cc"
+        "src/elementwise.cc",
+        "src/conv.cc",
+        "src/conv_napi.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -78,11 +78,16 @@ void InitCore(Napi::Env env, Napi::Object exports) {
 
 }  // namespace lwm
 
+namespace lwm {
+void InitConv(Napi::Env env, Napi::Object exports);  // conv_napi.cc
+}  // namespace lwm
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lwm::InitCore(env, exports);
   lwm::InitGemm(env, exports);
   lwm::InitAttention(env, exports);
   lwm::InitElementwise(env, exports);
+  lwm::InitConv(env, exports);
   return exports;
 }
 
