@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { attentionAddon } from '../ops/native/attentionKernel.js';
-import { createModel, generate, initBackend, loadAddon, saveModel, writeGguf } from '../src/index.js';
+import { createModel, generate, initBackend, initVqganParams, loadAddon, saveModel, Vqgan, VQGAN_DEFAULTS, writeGguf } from '../src/index.js';
 import { ringBench } from './ring.js';
 
 const quick = process.argv.includes('--quick');
@@ -138,6 +138,28 @@ async function main(): Promise<void> {
     }
   }
   r.m.dispose();
+
+  // VQGAN: its biggest conv through the native kernel, and (full run) one 256x256 frame encoded.
+  {
+    const x = tf.randomNormal([1, 256, 256, 128]) as tf.Tensor4D;
+    const f = tf.randomNormal([3, 3, 128, 128]) as tf.Tensor4D;
+    tf.conv2d(x, f, 1, 'same').dispose();
+    const ms = best(3, () => tf.conv2d(x, f, 1, 'same').dispose());
+    tf.dispose([x, f]);
+    const gflops = (2 * 256 * 256 * 128 * 9 * 128) / ms / 1e6;
+    out['conv_256x256x128_3x3_gflops'] = gflops;
+    rows.push(['conv [1,256,256,128] 3x3 -> 128', `${gflops.toFixed(1)} GFLOP/s${pct(gflops)}`]);
+    if (!quick) {
+      const vq = new Vqgan(VQGAN_DEFAULTS, initVqganParams(VQGAN_DEFAULTS, 0));
+      const frames = tf.randomUniform([1, 256, 256, 3], -1, 1) as tf.Tensor4D;
+      vq.encode(frames).dispose();
+      const encMs = best(2, () => vq.encode(frames).dispose());
+      frames.dispose();
+      vq.dispose();
+      out['vqgan_encode_256_ms'] = encMs;
+      rows.push(['VQGAN encode one 256x256 frame (full config)', `${(encMs / 1000).toFixed(2)} s`]);
+    }
+  }
 
   const ring = ringBench(quick);
   out['ring'] = ring.json;
