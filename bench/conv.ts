@@ -7,18 +7,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { disableNativeKernels, enableNativeKernels, loadAddon } from '../ops/native/index.js';
 import { VQGAN_DEFAULTS, Vqgan, initVqganParams } from '../models/vqgan.js';
+import { best } from './timing.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function best(reps: number, fn: () => void): number {
-  let min = Infinity;
-  for (let i = 0; i < reps; i++) {
-    const t = performance.now();
-    fn();
-    min = Math.min(min, performance.now() - t);
-  }
-  return min;
-}
 
 function arg(name: string, dflt: number): number {
   const a = process.argv.find((s) => s.startsWith(`--${name}=`));

@@ -6,16 +6,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { enableNativeKernels, loadAddon } from '../ops/native/index.js';
 import { gemmAddon } from '../ops/native/gemmKernels.js';
+import { best } from './timing.js';
 
-function best(reps: number, fn: () => void): number {
-  let min = Infinity;
-  for (let i = 0; i < reps; i++) {
-    const t = performance.now();
-    fn();
-    min = Math.min(min, performance.now() - t);
-  }
-  return min;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

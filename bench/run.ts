@@ -12,21 +12,13 @@ import * as tf from '@tensorflow/tfjs';
 import { attentionAddon } from '../ops/native/attentionKernel.js';
 import { createModel, generate, initBackend, initVqganParams, loadAddon, saveModel, Vqgan, VQGAN_DEFAULTS, writeGguf } from '../src/index.js';
 import { ringBench } from './ring.js';
+import { best } from './timing.js';
 
 const quick = process.argv.includes('--quick');
 const jsonIdx = process.argv.indexOf('--json');
 const jsonFile = jsonIdx >= 0 ? process.argv[jsonIdx + 1] : undefined;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-function best(reps: number, fn: () => void): number {
-  let min = Infinity;
-  for (let i = 0; i < reps; i++) {
-    const t = performance.now();
-    fn();
-    min = Math.min(min, performance.now() - t);
-  }
-  return min;
-}
 
 function gemm(m: number, k: number, n: number, transB: boolean): number {
   const a = tf.randomNormal([m, k]);

@@ -22,16 +22,7 @@ import { checkLayout, layoutIndices, layoutUnit, type RingLayout } from '../ops/
 import type { PackedRows } from './packing.js';
 
 /** One row of a packed set, each field `seqLen` long. */
-export interface PackedRow {
-  inputTokens: Int32Array;
-  targetTokens: Int32Array;
-  inputVisionMask: Uint8Array;
-  targetVisionMask: Uint8Array;
-  segmentIds: Int32Array;
-  positions: Int32Array;
-  lossMask: Float32Array;
-  lossWeights: Float32Array;
-}
+export type PackedRow = Pick<PackedRows, RowField>;
 
 /** Random access to packed rows (in memory now; a file-backed source can implement the same). */
 export interface RowSource {
@@ -124,8 +115,8 @@ export interface BatchState {
   ring: { size: number; layout: RingLayout } | null;
 }
 
-/** mulberry32: a small, fast 32-bit PRNG; floats in [0, 1). */
-function mulberry32(seed: number): () => number {
+/** mulberry32: a small, fast 32-bit PRNG; floats in [0, 1). Deterministic for a seed. */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

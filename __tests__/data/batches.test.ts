@@ -1,3 +1,4 @@
+import { oneLineError } from '../helpers/tensors.js';
 import { describe, it, expect } from '@jest/globals';
 import { ConfigError, InputError, LwmError } from '../../ops/errors.js';
 import { packDocuments, type PackDocument, type PackedRows } from '../../data/packing.js';
@@ -27,15 +28,7 @@ function drain(it: BatchIterator, count: number): Batch[] {
 }
 
 function oneLine(fn: () => unknown, cls: typeof LwmError = LwmError): string {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(cls);
-  const msg = (err as Error).message;
-  expect(msg).not.toMatch(/\n/);
+  const msg = oneLineError(fn, cls);
   expect(msg.length).toBeGreaterThan(10);
   return msg;
 }

@@ -1,6 +1,7 @@
 import { describe, it, expect } from '@jest/globals';
 import { InputError } from '../../ops/errors.js';
 import { computeLossWeights, packDocuments, type PackDocument } from '../../data/packing.js';
+import { mulberry32 } from '../../data/batches.js';
 import { processJsonl } from '../../data/examples.js';
 
 const T = true;
@@ -119,17 +120,7 @@ describe('masked packing, by hand (seqLen 8)', () => {
   });
 });
 
-/** Seeded PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 describe('padding waste on a realistic mixed set', () => {
   it('first-fit-decreasing wastes < 5% of a 4096-token layout', () => {

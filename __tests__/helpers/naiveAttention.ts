@@ -18,6 +18,8 @@
  *   error(op fp32 vs naive fp64) <= 2 · error(naive fp32 vs naive fp64) + 1e-6.
  */
 
+import { mulberry32 } from '../../data/batches.js';
+
 export interface AttentionShape {
   b: number;
   tq: number;
@@ -222,17 +224,7 @@ export function naiveAttentionBackward(x: NaiveAttentionInput, dO: Arr, dLse?: A
 // error helpers below differ: they accept ±Infinity in matching places, as lse has, and count any
 // NaN as an infinite error, and they do not depend on jest or tfjs.)
 
-/** Deterministic 32-bit PRNG (mulberry32) returning floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 /** n deterministic standard-normal samples (mulberry32 + Box-Muller). */
 export function randn(n: number, seed: number): Float32Array {

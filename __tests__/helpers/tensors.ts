@@ -36,3 +36,17 @@ export function randomArray(n: number, seed: number): Float32Array {
   }
   return out;
 }
+
+/** The one-line message fn throws, checked to be an instance of cls. */
+export function oneLineError(fn: () => unknown, cls: abstract new (...a: never[]) => Error = Error): string {
+  let err: unknown;
+  try {
+    fn();
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(cls);
+  const msg = (err as Error).message;
+  expect(msg).not.toMatch(/\n/);
+  return msg;
+}

@@ -20,7 +20,7 @@ import {
 } from '../../models/vqgan.js';
 import { CheckpointError, ConfigError, InputError } from '../../ops/errors.js';
 import { fixture } from '../helpers/paths.js';
-import { expectNoLeaks, maxAbsDiff, randomArray } from '../helpers/tensors.js';
+import { expectNoLeaks, maxAbsDiff, oneLineError, randomArray } from '../helpers/tensors.js';
 
 const fixtureDir = fixture('tiny-vqgan-pickle');
 
@@ -46,16 +46,7 @@ const frames = (t: number, h: number, w: number, seed: number) => tf.tensor4d(ra
 
 /** Throws an InputError (or the given class) with a one-line message matching re. */
 function expectOneLine(fn: () => unknown, re: RegExp, cls: new (...a: never[]) => Error = InputError): void {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(cls);
-  const msg = (err as Error).message;
-  expect(msg).toMatch(re);
-  expect(msg).not.toContain('\n');
+  expect(oneLineError(fn, cls)).toMatch(re);
 }
 
 describe('VQGAN config and parameter tree', () => {

@@ -23,6 +23,11 @@ export function readModelConfig(dir: string): Readonly<LlamaConfig> {
   if (!fs.existsSync(file)) {
     throw new CheckpointError(`${dir}: missing config.json; this is not a model folder (convert LWM releases with \`lwm convert\`)`);
   }
+  return fromHfConfig(readJsonObject(file), file);
+}
+
+/** A config file's JSON object, or a one-line ConfigError naming the file. */
+export function readJsonObject(file: string): Record<string, unknown> {
   let json: unknown;
   try {
     json = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -30,7 +35,7 @@ export function readModelConfig(dir: string): Readonly<LlamaConfig> {
     throw new ConfigError(`${file}: not valid JSON`);
   }
   if (!json || typeof json !== 'object' || Array.isArray(json)) throw new ConfigError(`${file}: must hold a JSON object`);
-  return fromHfConfig(json as Record<string, unknown>, file);
+  return json as Record<string, unknown>;
 }
 
 export interface LoadOptions {

@@ -6,6 +6,7 @@ import { CheckpointError, ConfigError, LwmError } from '../../ops/errors.js';
 import { validateVqganConfig, vqganConfig, vqganConfigFromJson, vqganParamSpecs, type VqganConfig } from '../../models/vqgan/config.js';
 import { Vqgan } from '../../models/vqgan/model.js';
 import { readSafetensorsHeader, readTensorF32, SINGLE_FILE, writeSafetensors } from './safetensors.js';
+import { readJsonObject } from './modelDir.js';
 
 /**
  * This project's VQGAN folder format:
@@ -65,14 +66,7 @@ export function readVqganConfig(dir: string, opts: LoadVqganOptions = {}): Vqgan
     const hint = fs.existsSync(path.join(dir, 'vqgan')) ? ' (found the original `vqgan` pickle: convert it first)' : '';
     throw new CheckpointError(`${dir}: missing config.json; this is not an lwm-vqgan folder${hint}`);
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch {
-    throw new ConfigError(`${file}: not valid JSON`);
-  }
-  if (!json || typeof json !== 'object' || Array.isArray(json)) throw new ConfigError(`${file}: must hold a JSON object`);
-  const j = json as Record<string, unknown>;
+  const j = readJsonObject(file);
   if (j['model_type'] !== VQGAN_MODEL_TYPE) {
     throw new CheckpointError(`${file}: model_type is ${JSON.stringify(j['model_type'] ?? null)}, expected "${VQGAN_MODEL_TYPE}"; this is not an lwm VQGAN folder`);
   }

@@ -2,43 +2,13 @@ import * as tf from '@tensorflow/tfjs';
 import { describe, it, expect, beforeAll, afterAll } from '@jest/globals';
 import { disableNativeKernels, enableNativeKernels, isNativeKernelActive, loadAddon } from '../../../ops/native/index.js';
 import { convAddon } from '../../../ops/native/convKernels.js';
-import { expectNoLeaks, randomArray } from '../../helpers/tensors.js';
+import { expectNoLeaks } from '../../helpers/tensors.js';
+import { expectMatch as expectClose, plain, randomTensors } from '../../helpers/native.js';
 
 const addon = loadAddon();
 const suite = addon && convAddon(addon) ? describe : describe.skip;
-let seed = 7;
-
-function size(shape: number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
-function rand(shape: number[]): tf.Tensor {
-  return tf.tensor(randomArray(size(shape), seed++), shape);
-}
-
-/** Runs fn on the plain tfjs kernels, then switches the native ones back on. */
-function plain<T>(fn: () => T): T {
-  disableNativeKernels();
-  try {
-    return fn();
-  } finally {
-    enableNativeKernels();
-  }
-}
-
-/** fp32 sums in another order: within rtol of the largest reference magnitude. */
-function expectMatch(got: tf.Tensor, want: tf.Tensor, what: string, rtol = 1e-4): void {
-  expect(got.shape).toEqual(want.shape);
-  expect(got.dtype).toBe(want.dtype);
-  const g = got.dataSync();
-  const w = want.dataSync();
-  let scale = 0;
-  for (let i = 0; i < w.length; i++) scale = Math.max(scale, Math.abs(w[i]!));
-  const tol = rtol * Math.max(1, scale);
-  for (let i = 0; i < w.length; i++) {
-    if (!(Math.abs(g[i]! - w[i]!) <= tol)) throw new Error(`${what}: element ${i} is ${g[i]}, expected ${w[i]} (tolerance ${tol})`);
-  }
-}
+const rand = randomTensors(7);
+const expectMatch = (got: tf.Tensor, want: tf.Tensor, what: string, rtol = 1e-4) => expectClose(got, want, what, rtol);
 
 type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
 

@@ -1,51 +1,17 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, it, expect, beforeAll, afterAll } from '@jest/globals';
-import { disableNativeKernels, enableNativeKernels, isNativeKernelActive, loadAddon } from '../../../ops/native/index.js';
+import { enableNativeKernels, isNativeKernelActive, loadAddon } from '../../../ops/native/index.js';
 import { gemmAddon, type GemmAddon } from '../../../ops/native/gemmKernels.js';
 import { expectNoLeaks, randomArray } from '../../helpers/tensors.js';
+import { expectMatch as expectClose, plain, randomTensors } from '../../helpers/native.js';
 
 const addon = loadAddon();
 const gemm: GemmAddon | null = addon ? gemmAddon(addon) : null;
 const suite = addon ? describe : describe.skip;
 
 const TRANSPOSES: [boolean, boolean][] = [[false, false], [false, true], [true, false], [true, true]];
-let seed = 1;
-
-function size(shape: number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
-function rand(shape: number[]): tf.Tensor {
-  return tf.tensor(randomArray(size(shape), seed++), shape);
-}
-
-/** Runs fn on the plain tfjs kernels, then switches the native ones back on. */
-function plain<T>(fn: () => T): T {
-  disableNativeKernels();
-  try {
-    return fn();
-  } finally {
-    enableNativeKernels();
-  }
-}
-
-/** fp32 sums in another order: within rtol of the largest reference magnitude. */
-function expectMatch(got: tf.Tensor, want: tf.Tensor, what: string, rtol = 1e-5): void {
-  expect(got.shape).toEqual(want.shape);
-  expect(got.dtype).toBe(want.dtype);
-  const g = got.dataSync();
-  const w = want.dataSync();
-  expect(g.length).toBe(w.length);
-  let scale = 0;
-  for (let i = 0; i < w.length; i++) scale = Math.max(scale, Math.abs(w[i]!));
-  const tol = rtol * Math.max(1, scale);
-  for (let i = 0; i < w.length; i++) {
-    const d = Math.abs(g[i]! - w[i]!);
-    if (!(d <= tol) && !(Number.isNaN(g[i]!) && Number.isNaN(w[i]!))) {
-      throw new Error(`${what}: element ${i} is ${g[i]}, expected ${w[i]} (tolerance ${tol})`);
-    }
-  }
-}
+const rand = randomTensors(1);
+const expectMatch = (got: tf.Tensor, want: tf.Tensor, what: string, rtol = 1e-5) => expectClose(got, want, what, rtol);
 
 /** The ISAs to check here: the active one first, then every lower one the CPU can run. */
 function isas(): string[] {
@@ -253,6 +219,7 @@ suite('native GEMM (BatchMatMul, _FusedMatMul)', () => {
   it('computes BLAS-style sgemm with alpha, beta and leading dimensions', () => {
     const [m, n, k] = [7, 10, 12];
     const [lda, ldb, ldc] = [k + 3, n + 2, n + 5];
+    let seed = 1000;
     for (const [ta, tb] of TRANSPOSES) {
       const A = randomArray((ta ? k : m) * (ta ? m + 3 : lda), seed++);
       const B = randomArray((tb ? n : k) * (tb ? k + 2 : ldb), seed++);
