@@ -5,11 +5,10 @@
  * asserted.
  */
 import * as tf from '@tensorflow/tfjs';
-import { disableNativeKernels, enableNativeKernels, loadAddon } from '../ops/native/index.js';
+import { disableNativeKernels, enableNativeKernels } from '../ops/native/index.js';
 import { VQGAN_DEFAULTS, Vqgan, initVqganParams } from '../models/vqgan.js';
-import { best } from './timing.js';
+import { best, nativeCpu } from './timing.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
 function arg(name: string, dflt: number): number {
@@ -18,12 +17,7 @@ function arg(name: string, dflt: number): number {
 }
 
 async function main(): Promise<void> {
-  tf.env().set('PROD', true);
-  await tf.setBackend('cpu');
-  const addon = loadAddon();
-  if (!addon) throw new Error('native addon not loaded');
-  await sleep(100);
-  if (!enableNativeKernels().includes('Conv2D')) throw new Error('native Conv2D not registered');
+  const addon = await nativeCpu('Conv2D');
   console.log(JSON.stringify({ isa: addon.info().isa, threads: addon.info().threads, peak: +addon.peakGflops(0.3).toFixed(1) }));
 
   if (!process.argv.includes('--skip-convs')) {

@@ -4,22 +4,13 @@
  * A standalone timing script: numbers are printed, never asserted.
  */
 import * as tf from '@tensorflow/tfjs';
-import { enableNativeKernels, loadAddon } from '../ops/native/index.js';
 import { gemmAddon } from '../ops/native/gemmKernels.js';
-import { best } from './timing.js';
+import { best, nativeCpu, sleep } from './timing.js';
 
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
-  tf.env().set('PROD', true);
-  await tf.setBackend('cpu');
-  const addon = loadAddon();
-  if (!addon) throw new Error('native addon not loaded');
-  // The pool's workers read their start generation only once running: resizing (or a first
-  // job) right after the addon loads can wait forever on one that has not started yet.
-  await sleep(100);
-  if (enableNativeKernels().length === 0) throw new Error('no native kernels');
+  const addon = await nativeCpu('BatchMatMul');
   const quick = process.argv.includes('--quick');
   const reps = quick ? 3 : 5;
   const allThreads = addon.info().threads;

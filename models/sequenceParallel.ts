@@ -2,7 +2,7 @@
 // order. Everything indexed by sequence (ids, labels, loss weights, segment ids, masks) must go
 // through the same split, or RoPE positions and masks silently disagree (spec 5.4, pitfall 9).
 import * as tf from '@tensorflow/tfjs';
-import { InputError, layoutIndices, paddedLength, type RingLayout } from '../ops/index.js';
+import { InputError, layoutIndices, layoutOwners, paddedLength, type RingLayout } from '../ops/index.js';
 
 export interface ShardSpec {
   size: number;
@@ -21,9 +21,9 @@ export function shardSequence<T extends tf.Tensor>(x: T, spec: ShardSpec): T {
 export function unshardSequence<T extends tf.Tensor>(parts: T[], layout: RingLayout = 'contiguous'): T {
   const n = parts.length;
   const c = parts[0]!.shape[1]!;
-  const s = c * n;
-  const where = new Int32Array(s);
-  for (let r = 0; r < n; r++) layoutIndices(s, n, r, layout).forEach((g, a) => (where[g] = r * c + a));
+  const owners = layoutOwners(c * n, n, layout);
+  // Global token g sits at column rank * c + local of the concatenated parts.
+  const where = owners.rank.map((r, g) => r * c + owners.local[g]!);
   return tf.tidy(() => tf.gather(tf.concat(parts, 1), tf.tensor1d(where, 'int32'), 1)) as T;
 }
 

@@ -3,13 +3,11 @@
 // With no group (or a group of one) this is blockwise attention on one process.
 import * as tf from '@tensorflow/tfjs';
 import { InputError } from './errors.js';
-import { defaultBlockKernel, nativeBlockKernel, tfjsBlockKernel, type BlockKernel, type TokenMeta } from './ring/blockKernels.js';
+import { builtNativeBlockKernel, defaultBlockKernel, tfjsBlockKernel, type BlockKernel, type TokenMeta } from './ring/blockKernels.js';
 import { ringBackward, ringForward, type RingProblem } from './ring/core.js';
 import { runOnGroup, SoloGroup } from './ring/drive.js';
 import { checkLayout, layoutIndices, type RingLayout } from './ring/layout.js';
 import type { RingGroup } from './ring/types.js';
-import { loadAddon } from './native/addon.js';
-import { attentionAddon } from './native/attentionKernel.js';
 
 export interface BlockwiseAttentionOptions {
   /** Key t is visible to query r only if position[t] <= position[r]. Default true. */
@@ -41,10 +39,9 @@ const TFJS_BLOCK = 512;
 function pickKernel(name: BlockwiseAttentionOptions['kernel']): BlockKernel {
   if (name === 'tfjs') return tfjsBlockKernel;
   if (name === 'native') {
-    const addon = loadAddon();
-    const att = addon ? attentionAddon(addon) : null;
-    if (!att) throw new InputError("ring attention: kernel 'native' needs the native addon; build it with `npm run build:native`");
-    return nativeBlockKernel(att);
+    const native = builtNativeBlockKernel();
+    if (!native) throw new InputError("ring attention: kernel 'native' needs the native addon; build it with `npm run build:native`");
+    return native;
   }
   return defaultBlockKernel();
 }

@@ -44,14 +44,16 @@ export interface BlockKernel {
   backward(a: BlockArgs, o: Float32Array, dO: Float32Array, lse: Float32Array, dLse: Float32Array | null, dq: Float32Array, dk: Float32Array, dv: Float32Array): void;
 }
 
+/** The native block kernel when the addon is built (enabled or not), else null. */
+export function builtNativeBlockKernel(): BlockKernel | null {
+  const addon = loadAddon();
+  const att = addon ? attentionAddon(addon) : null;
+  return att ? nativeBlockKernel(att) : null;
+}
+
 /** The native kernel when it is built and enabled, else tfjs ops on the active backend. */
 export function defaultBlockKernel(): BlockKernel {
-  if (isNativeKernelActive(FUSED_ATTENTION)) {
-    const addon = loadAddon();
-    const att = addon ? attentionAddon(addon) : null;
-    if (att) return nativeBlockKernel(att);
-  }
-  return tfjsBlockKernel;
+  return (isNativeKernelActive(FUSED_ATTENTION) ? builtNativeBlockKernel() : null) ?? tfjsBlockKernel;
 }
 
 function nativeOptions(a: BlockArgs): NativeAttentionOptions {
