@@ -4,6 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import { doctorCommand } from './commands/doctor.js';
 import { generateCommand } from './commands/generate.js';
 import { launchCommand } from './commands/launch.js';
+import { prepareCommand } from './commands/prepare.js';
 import { packageVersion } from './version.js';
 
 const argv = hideBin(process.argv);
@@ -14,6 +15,7 @@ await yargs(argv)
   .command(generateCommand)
   .command(doctorCommand)
   .command(launchCommand)
+  .command(prepareCommand)
   .option('debug', { type: 'boolean', default: false, describe: 'Show stack traces on errors' })
   .demandCommand(1, 'give a command; see lwm --help')
   .strict()

@@ -100,25 +100,33 @@ function oneLine(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, ' ');
 }
 
-/** Split JSONL text into objects; blank lines are skipped, anything else that is not a JSON object throws. */
-export function parseJsonl(text: string, source = 'examples'): JsonlRecord[] {
-  const out: JsonlRecord[] = [];
-  const lines = text.split('\n');
-  lines.forEach((rawLine, i) => {
-    const line = rawLine.endsWith('\r') ? rawLine.slice(0, -1) : rawLine;
-    if (line.trim() === '') return;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (e) {
-      throw new InputError(`${source}:${i + 1}: not valid JSON (${oneLine(e)}); fix or remove the line`);
-    }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-      throw new InputError(`${source}:${i + 1}: expected a JSON object, got ${Array.isArray(value) ? 'an array' : String(value === null ? 'null' : typeof value)}`);
-    }
-    out.push({ line: i + 1, value: value as Record<string, unknown> });
+/** Parse one JSONL line (1-based `line` for messages); throws an InputError unless it is a JSON object. */
+export function parseJsonlLine(text: string, line: number, source = 'examples'): JsonlRecord {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new InputError(`${source}:${line}: not valid JSON (${oneLine(e)}); fix or remove the line`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new InputError(`${source}:${line}: expected a JSON object, got ${Array.isArray(value) ? 'an array' : String(value === null ? 'null' : typeof value)}`);
+  }
+  return { line, value: value as Record<string, unknown> };
+}
+
+/** The non-blank lines of JSONL text with their 1-based numbers (a trailing CR is dropped). */
+export function jsonlLines(text: string): { line: number; text: string }[] {
+  const out: { line: number; text: string }[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const t = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (t.trim() !== '') out.push({ line: i + 1, text: t });
   });
   return out;
+}
+
+/** Split JSONL text into objects; blank lines are skipped, anything else that is not a JSON object throws. */
+export function parseJsonl(text: string, source = 'examples'): JsonlRecord[] {
+  return jsonlLines(text).map((l) => parseJsonlLine(l.text, l.line, source));
 }
 
 // ---- Python's random.Random(seed).choice, exactly (MT19937, init_by_array, _randbelow) ----

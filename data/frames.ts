@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { findFfmpeg } from './ffmpeg.js';
 import { resizeAndCrop, LWM_IMAGE_SIZE } from './preprocess.js';
+import { InputError } from '../ops/errors.js';
 
 export interface VideoInfo {
   /** Seconds, from the container header (0 when unknown). */
@@ -54,7 +55,7 @@ export function runningFfmpegCount(): number {
 function ffmpegPath(): string {
   const found = findFfmpeg();
   if (!found) {
-    throw new Error(
+    throw new InputError(
       'ffmpeg not found: run `npm install` (it ships @ffmpeg-installer/ffmpeg), or set LWM_FFMPEG to an ffmpeg binary',
     );
   }
@@ -66,14 +67,14 @@ function checkFile(file: string): void {
   try {
     st = fs.statSync(file);
   } catch {
-    throw new Error(`${file}: no such file; check the path`);
+    throw new InputError(`${file}: no such file; check the path`);
   }
-  if (st.isDirectory()) throw new Error(`${file}: is a directory, not a video file; pass a video file`);
-  if (st.size === 0) throw new Error(`${file}: file is empty (0 bytes); re-download or re-encode the video`);
+  if (st.isDirectory()) throw new InputError(`${file}: is a directory, not a video file; pass a video file`);
+  if (st.size === 0) throw new InputError(`${file}: file is empty (0 bytes); re-download or re-encode the video`);
   try {
     fs.accessSync(file, fs.constants.R_OK);
   } catch {
-    throw new Error(`${file}: not readable (permission denied); fix its permissions`);
+    throw new InputError(`${file}: not readable (permission denied); fix its permissions`);
   }
 }
 
@@ -88,7 +89,7 @@ function run(args: string[]): Promise<{ code: number | null; stderr: string }> {
     });
     child.on('error', (e) => {
       running.delete(child);
-      reject(new Error(`cannot run ffmpeg (${e.message}); set LWM_FFMPEG to a working ffmpeg binary`));
+      reject(new InputError(`cannot run ffmpeg (${e.message}); set LWM_FFMPEG to a working ffmpeg binary`));
     });
     child.on('close', (code) => {
       running.delete(child);
@@ -114,9 +115,9 @@ export async function probeVideo(file: string): Promise<VideoInfo> {
   const inputSeen = /^Input #0/m.test(stderr);
   const videoLine = stderr.split(/\r?\n/).find((l) => /^\s*Stream #0:\d+.*: Video: /.test(l));
   if (!inputSeen) {
-    throw new Error(`${file}: not a video ffmpeg can read (${lastErrorLine(stderr, file)}); check the file is a video and not corrupt`);
+    throw new InputError(`${file}: not a video ffmpeg can read (${lastErrorLine(stderr, file)}); check the file is a video and not corrupt`);
   }
-  if (!videoLine) throw new Error(`${file}: has no video stream (audio-only or data file); pass a file with video`);
+  if (!videoLine) throw new InputError(`${file}: has no video stream (audio-only or data file); pass a file with video`);
   const dur = /Duration: (\d+):(\d+):(\d+(?:\.\d+)?)/.exec(stderr);
   const duration = dur ? Number(dur[1]) * 3600 + Number(dur[2]) * 60 + Number(dur[3]) : 0;
   const size = /, (\d+)x(\d+)(?=[\s,])/.exec(videoLine);
@@ -129,7 +130,7 @@ export async function probeVideo(file: string): Promise<VideoInfo> {
   const codec = /: Video: (\w+)/.exec(videoLine)?.[1] ?? '';
   const counts = [...stderr.matchAll(/frame=\s*(\d+)/g)];
   if (code !== 0 || counts.length === 0) {
-    throw new Error(`${file}: video stream is unreadable (${lastErrorLine(stderr, file)}); re-encode it, e.g. ffmpeg -i in -c:v libx264 out.mp4`);
+    throw new InputError(`${file}: video stream is unreadable (${lastErrorLine(stderr, file)}); re-encode it, e.g. ffmpeg -i in -c:v libx264 out.mp4`);
   }
   const frameCount = Number(counts[counts.length - 1]![1]);
   return {
@@ -159,15 +160,15 @@ export function linspaceIndices(n: number, num: number): number[] {
  * `maxFrames`, else `np.linspace(0, n - 1, maxFrames).astype(int)`.
  */
 export function lwmFrameIndices(frameCount: number, maxFrames: number): number[] {
-  if (!Number.isInteger(maxFrames) || maxFrames < 1) throw new Error(`maxFrames must be a positive integer, got ${maxFrames}`);
+  if (!Number.isInteger(maxFrames) || maxFrames < 1) throw new InputError(`maxFrames must be a positive integer, got ${maxFrames}`);
   if (frameCount <= maxFrames) return Array.from({ length: frameCount }, (_, i) => i);
   return linspaceIndices(frameCount, maxFrames);
 }
 
 /** Source frames for sampling at `fps`: `floor(k * sourceFps / fps + 1e-9)` for k = 0, 1, … below `frameCount`, deduplicated. */
 export function fpsFrameIndices(frameCount: number, sourceFps: number, fps: number): number[] {
-  if (!(fps > 0)) throw new Error(`fps must be positive, got ${fps}`);
-  if (!(sourceFps > 0)) throw new Error('the video reports no frame rate; use maxFrames instead of fps');
+  if (!(fps > 0)) throw new InputError(`fps must be positive, got ${fps}`);
+  if (!(sourceFps > 0)) throw new InputError('the video reports no frame rate; use maxFrames instead of fps');
   const out: number[] = [];
   for (let k = 0; ; k++) {
     const i = Math.floor((k * sourceFps) / fps + 1e-9);
@@ -179,7 +180,7 @@ export function fpsFrameIndices(frameCount: number, sourceFps: number, fps: numb
 
 /** The source indices `readFrames` will return for these options. */
 export function sampleIndices(info: VideoInfo, opts: ReadFramesOptions): number[] {
-  if (opts.fps !== undefined && opts.maxFrames !== undefined) throw new Error('pass either fps or maxFrames, not both');
+  if (opts.fps !== undefined && opts.maxFrames !== undefined) throw new InputError('pass either fps or maxFrames, not both');
   if (opts.fps !== undefined) return fpsFrameIndices(info.frameCount, info.fps, opts.fps);
   if (opts.maxFrames !== undefined) return lwmFrameIndices(info.frameCount, opts.maxFrames);
   return Array.from({ length: info.frameCount }, (_, i) => i);
@@ -191,8 +192,8 @@ export function sampleIndices(info: VideoInfo, opts: ReadFramesOptions): number[
  */
 export async function* readFrames(file: string, opts: ReadFramesOptions = {}): AsyncGenerator<VideoFrame, void, undefined> {
   const info = await probeVideo(file);
-  if (info.frameCount === 0) throw new Error(`${file}: video has no frames (zero length); pass a non-empty video`);
-  if (!(info.width > 0 && info.height > 0)) throw new Error(`${file}: video size unknown; re-encode it`);
+  if (info.frameCount === 0) throw new InputError(`${file}: video has no frames (zero length); pass a non-empty video`);
+  if (!(info.width > 0 && info.height > 0)) throw new InputError(`${file}: video size unknown; re-encode it`);
   const indices = sampleIndices(info, opts);
   const size = opts.size ?? LWM_IMAGE_SIZE;
   const wanted = new Set(indices);
@@ -248,10 +249,10 @@ export async function* readFrames(file: string, opts: ReadFramesOptions = {}): A
       }
     }
     const code = await exited;
-    if (spawnError) throw new Error(`cannot run ffmpeg (${(spawnError as Error).message}); set LWM_FFMPEG to a working ffmpeg binary`);
+    if (spawnError) throw new InputError(`cannot run ffmpeg (${(spawnError as Error).message}); set LWM_FFMPEG to a working ffmpeg binary`);
     if (emitted < indices.length) {
       const why = code !== 0 ? lastErrorLine(stderr, file) : `got ${emitted} of ${indices.length} frames`;
-      throw new Error(`${file}: video is unreadable or truncated (${why}); re-encode it, e.g. ffmpeg -i in -c:v libx264 out.mp4`);
+      throw new InputError(`${file}: video is unreadable or truncated (${why}); re-encode it, e.g. ffmpeg -i in -c:v libx264 out.mp4`);
     }
   } finally {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

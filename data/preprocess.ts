@@ -12,6 +12,7 @@
  * byte-identical to PIL rather than merely close. sharp is used only to decode PNG/JPEG files.
  */
 import * as fs from 'node:fs';
+import { InputError } from '../ops/errors.js';
 
 export const LWM_IMAGE_SIZE = 256;
 
@@ -24,7 +25,7 @@ export interface RgbImage {
 
 /** Size LWM resizes a `width`x`height` image to: the shorter side becomes `size`, the other `int(size*long/short)`. */
 export function resizeTarget(width: number, height: number, size = LWM_IMAGE_SIZE): { width: number; height: number } {
-  if (!(width > 0 && height > 0)) throw new Error(`cannot resize an image of ${width}x${height}`);
+  if (!(width > 0 && height > 0)) throw new InputError(`cannot resize an image of ${width}x${height}`);
   // Python: (256, int(256 * h / w)) if w < h else (int(256 * w / h), 256); float division then truncation.
   return width < height
     ? { width: size, height: Math.trunc((size * height) / width) }
@@ -112,7 +113,7 @@ function clip8(v: number): number {
 /** Pillow `Image.resize((outW, outH), Image.BICUBIC)` on an RGB image, bit for bit. */
 export function pillowResizeBicubic(img: RgbImage, outW: number, outH: number): RgbImage {
   const { width: inW, height: inH, data } = img;
-  if (data.length !== inW * inH * 3) throw new Error(`RGB buffer has ${data.length} bytes, expected ${inW * inH * 3}`);
+  if (data.length !== inW * inH * 3) throw new InputError(`RGB buffer has ${data.length} bytes, expected ${inW * inH * 3}`);
   if (outW === inW && outH === inH) return { data: data.slice(), width: inW, height: inH };
   const horiz = precomputeCoeffs(inW, 0, inW, outW);
   const vert = precomputeCoeffs(inH, 0, inH, outH);
@@ -172,7 +173,7 @@ export function pillowResizeBicubic(img: RgbImage, outW: number, outH: number): 
 export function cropRgb(img: RgbImage, box: [number, number, number, number]): RgbImage {
   const [l, t, r, b] = box;
   if (l < 0 || t < 0 || r > img.width || b > img.height || r <= l || b <= t) {
-    throw new Error(`crop box ${box.join(',')} is outside the ${img.width}x${img.height} image`);
+    throw new InputError(`crop box ${box.join(',')} is outside the ${img.width}x${img.height} image`);
   }
   const w = r - l;
   const out = new Uint8Array(w * (b - t) * 3);
@@ -220,15 +221,15 @@ export async function readImageRgb(file: string): Promise<RgbImage> {
   try {
     fs.accessSync(file, fs.constants.R_OK);
   } catch {
-    throw new Error(`${file}: image not found or not readable; check the path`);
+    throw new InputError(`${file}: image not found or not readable; check the path`);
   }
   const { default: sharp } = await import('sharp');
   try {
     const { data, info } = await sharp(file).toColourspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true });
-    if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
+    if (info.channels !== 3) throw new InputError(`decoded to ${info.channels} channels`);
     return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
   } catch (e) {
-    throw new Error(`${file}: not a readable image (${(e as Error).message}); use a PNG or JPEG file`);
+    throw new InputError(`${file}: not a readable image (${(e as Error).message}); use a PNG or JPEG file`);
   }
 }
 

@@ -50,3 +50,6 @@ export { writeGguf, readGgufHeader } from './checkpoint/gguf.js';
 // Sequence parallelism: the ring's process group
 export { ProcessGroup, type ProcessGroupOptions, type RingStats } from './distributed/processGroup.js';
 export { detectLaunch, type LaunchInfo } from './distributed/env.js';
+
+// Datasets: lwm prepare's pipeline and its output folder
+export * from './prepare/index.js';
