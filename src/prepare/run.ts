@@ -7,7 +7,7 @@ import { processExample } from '../../data/examples.js';
 import { packDocuments, type LossWeighting, type PackedRows } from '../../data/packing.js';
 import { defaultTokenizer, type Tokenizer } from '../../data/tokenizer.js';
 import { TOKENS_PER_FRAME } from '../../data/visionTokens.js';
-import { loadVqgan, vqganWeightsHash } from '../checkpoint/vqgan.js';
+import { loadVqgan, readVqganConfig, vqganWeightsHash } from '../checkpoint/vqgan.js';
 import { CodesCache, codesCacheKey, describeSampling, encodeVisionFile, removeStaleTemporaries, type Sampling, type VisionCodesResult } from './codes.js';
 import {
   CACHE_DIR,
@@ -236,6 +236,7 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
   let vqganSha: string | null = null;
   if (files.length > 0) {
     if (!o.vqgan) throw new ConfigError(`${o.manifest} has images or videos; pass --vqgan DIR (a VQGAN folder, e.g. from lwm convert)`);
+    readVqganConfig(o.vqgan);
     vqganSha = vqganWeightsHash(o.vqgan);
   }
   const inputs = inputsOf(o, createHash('sha256').update(manifest.text).digest('hex'), vqganSha);
