@@ -12,6 +12,8 @@ const argv = hideBin(process.argv);
 
 await yargs(argv)
   .scriptName('lwm')
+  // A flag given twice (e.g. in a script and again by hand) takes the last value, like most CLIs.
+  .parserConfiguration({ 'duplicate-arguments-array': false })
   .usage('$0 <command> [options]\n\nLarge World Model (LWM) on TensorFlow.js: long-context text and video-language models without Python.')
   .command(generateCommand)
   .command(doctorCommand)

@@ -13,7 +13,7 @@ import {
 import { launch } from '../../src/distributed/launch.js';
 import { ensureDefaultDataset } from '../../src/train/defaultData.js';
 import { passkeyAccuracy } from '../../src/train/passkeyEval.js';
-import { train, type Stage, type StepReport, type TrainConfig } from '../../src/train/run.js';
+import { checkTrainConfig, train, type Stage, type StepReport, type TrainConfig } from '../../src/train/run.js';
 import { handle, note } from '../output.js';
 
 /** Where `lwm train` writes by default, and where `lwm chat` / `lwm eval` look first. */
@@ -142,6 +142,7 @@ async function resolveConfig(a: TrainArgs): Promise<{ config: TrainConfig; sp: n
   let evalManifest: string | null = null;
   if (builtIn) {
     note(`lwm train: no --data or --model: the built-in run (passkey retrieval + short videos, ${path.join(a.out, 'data')})`);
+    await initBackend();
     const d = await ensureDefaultDataset(path.join(a.out, 'data'), { seqLen, seed: a.seed });
     data = d.prepared;
     evalData ??= d.evalManifest;
@@ -192,6 +193,7 @@ async function runTrain(a: TrainArgs): Promise<void> {
   const resolved = await resolveConfig(a);
   const { config, sp } = resolved;
   if (!Number.isInteger(sp) || sp < 1) throw new ConfigError(`--sp must be a positive integer, got ${sp}`);
+  checkTrainConfig(config, sp);
   fs.mkdirSync(config.out, { recursive: true });
   const resolvedFile = path.join(config.out, RESOLVED_FILE);
   fs.writeFileSync(resolvedFile, JSON.stringify(resolved, null, 2) + '\n');

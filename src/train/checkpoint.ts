@@ -51,6 +51,7 @@ export function latestCheckpoint(root: string): { dir: string; step: number } | 
 export function saveCheckpoint(root: string, trainer: Trainer, state: TrainerState, keep: number): string {
   const parent = path.join(root, CHECKPOINTS_DIR);
   fs.mkdirSync(parent, { recursive: true });
+  removeDeadTemporaries(parent);
   const final = path.join(parent, checkpointName(state.step));
   const tmp = path.join(parent, `.${checkpointName(state.step)}.tmp-${process.pid}`);
   fs.rmSync(tmp, { recursive: true, force: true });
@@ -67,7 +68,8 @@ export function saveCheckpoint(root: string, trainer: Trainer, state: TrainerSta
       'F32',
       { step: String(opt.step) },
     );
-    if (process.env['LWM_TEST_CRASH_IN_SAVE'] === '1') process.kill(process.pid, 'SIGKILL');
+    // Tests kill the process here (the model written, the checkpoint not yet complete).
+    if (process.env['LWM_TEST_CRASH_IN_SAVE'] === String(state.step)) process.kill(process.pid, 'SIGKILL');
     const stateFile = path.join(tmp, STATE_FILE);
     fs.writeFileSync(stateFile, JSON.stringify(state, null, 2) + '\n');
     const fd = fs.openSync(stateFile, 'r');
@@ -81,6 +83,22 @@ export function saveCheckpoint(root: string, trainer: Trainer, state: TrainerSta
   }
   for (const old of listCheckpoints(root).slice(0, -Math.max(1, keep))) fs.rmSync(old.dir, { recursive: true, force: true });
   return final;
+}
+
+/** Half-written checkpoints of processes that died mid-save. */
+function removeDeadTemporaries(parent: string): void {
+  for (const n of fs.readdirSync(parent)) {
+    const m = /^\.step-\d{8}\.tmp-(\d+)$/.exec(n);
+    if (!m) continue;
+    let alive = Number(m[1]) === process.pid;
+    try {
+      if (!alive) process.kill(Number(m[1]), 0);
+      alive = true;
+    } catch {
+      /* no such process */
+    }
+    if (!alive || Number(m[1]) === process.pid) fs.rmSync(path.join(parent, n), { recursive: true, force: true });
+  }
 }
 
 export interface LoadedCheckpoint {

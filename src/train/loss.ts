@@ -44,7 +44,8 @@ function check(b: LossBatch, model: LlamaModel): void {
  * Σ_t w_t · CE_t · scale: CE against the text head, or against the vision head where the target is a
  * vision token (LWM's two vocabularies, spec 5.6). With LWM's per-row weights this is LWM's
  * 0.5 · vision + 0.5 · text loss; zero-weight tokens (padding, prompts) get exactly zero gradient.
- * Segment ids keep packed documents apart; positions restart per document.
+ * Only weighted positions go through the heads: with prompts masked out (QA, passkey) that skips most
+ * of the [tokens, vocabulary] logits, the biggest cost of a small model.
  */
 export function weightedLoss(model: LlamaModel, b: LossBatch, opts: LossOptions = {}): LossValues {
   check(b, model);
@@ -57,53 +58,49 @@ export function weightedLoss(model: LlamaModel, b: LossBatch, opts: LossOptions 
       positions: tf.tensor2d(b.positions, shape, 'int32'),
       ring: opts.ring,
     });
-    const weights = tf.tensor1d(b.lossWeights, 'float32');
-    const tvm = tf.tensor1d(b.targetVisionMask, 'float32');
-    const textCe = crossEntropy(model.textLogits(h), b.targetTokens, b.targetVisionMask, false);
-    const ce = model.isVision ? tf.add(textCe, crossEntropy(model.visionLogits(h), b.targetTokens, b.targetVisionMask, true)) : textCe;
+    const flat = tf.reshape(h, [b.rows * b.length, model.config.hiddenSize]) as tf.Tensor2D;
     const scale = opts.scale ?? 1;
-    const wce = tf.mul(tf.mul(weights, ce), scale);
-    const visionLoss = tf.sum(tf.mul(wce, tvm)) as tf.Scalar;
-    const loss = tf.sum(wce) as tf.Scalar;
-    return { loss, visionLoss, textLoss: tf.sub(loss, visionLoss) as tf.Scalar };
+    const headLoss = (vision: boolean): tf.Scalar => {
+      const rows: number[] = [];
+      for (let i = 0; i < b.lossWeights.length; i++) if (b.lossWeights[i] !== 0 && (b.targetVisionMask[i] !== 0) === vision) rows.push(i);
+      if (rows.length === 0) return tf.scalar(0);
+      const sel = tf.gather(flat, tf.tensor1d(rows, 'int32'));
+      const logits = vision ? model.visionLogits(tf.expandDims(sel, 0) as tf.Tensor3D) : model.textLogits(tf.expandDims(sel, 0) as tf.Tensor3D);
+      const ce = crossEntropy(tf.squeeze(logits, [0]) as tf.Tensor2D, Int32Array.from(rows, (i) => b.targetTokens[i]!), vision ? 'vision' : 'text');
+      return tf.sum(tf.mul(ce, tf.tensor1d(Float32Array.from(rows, (i) => b.lossWeights[i]! * scale), 'float32'))) as tf.Scalar;
+    };
+    const textLoss = headLoss(false);
+    const visionLoss = model.isVision ? headLoss(true) : tf.scalar(0);
+    return { loss: tf.add(textLoss, visionLoss) as tf.Scalar, visionLoss, textLoss };
   });
 }
 
 /**
- * Per-token logsumexp(logits) - logits[target] for the positions whose target belongs to this head
- * (0 elsewhere). Its own gradient, (softmax - onehot) * dy, replaces tfjs's chain through max, gather
- * and logSumExp, whose [tokens, vocab] masks and scatters took seconds per step on the cpu backend.
+ * logsumexp(logits) - logits[target] per row, with its own gradient, (softmax - onehot) * dy, in place
+ * of tfjs's chain through max, gather and logSumExp, whose [rows, vocab] masks and scatters took
+ * seconds per step on the cpu backend.
  */
-function crossEntropy(logits: tf.Tensor3D, targets: Int32Array, targetVision: Uint8Array, visionHead: boolean): tf.Tensor1D {
-  const [b, t, v] = logits.shape;
-  const n = b * t;
+function crossEntropy(logits: tf.Tensor2D, targets: Int32Array, head: string): tf.Tensor1D {
+  const [n, v] = logits.shape;
   const index = new Int32Array(n);
-  const target = new Int32Array(n);
-  const mine = new Float32Array(n);
   for (let i = 0; i < n; i++) {
-    const ours = (targetVision[i] !== 0) === visionHead;
-    const id = targets[i] as number;
-    if (ours && (id < 0 || id >= v)) throw new InputError(`training batch: target ${id} at ${i} is outside the ${visionHead ? 'vision' : 'text'} vocabulary [0, ${v})`);
-    mine[i] = ours ? 1 : 0;
-    target[i] = ours ? id : 0;
-    index[i] = i * v + target[i]!;
+    const id = targets[i]!;
+    if (!(id >= 0 && id < v)) throw new InputError(`training batch: target ${id} is outside the ${head} vocabulary [0, ${v})`);
+    index[i] = i * v + id;
   }
   const op = tf.customGrad((xIn, saveIn) => {
-    const x = xIn as tf.Tensor;
+    const x = xIn as tf.Tensor2D;
     const save = saveIn as tf.GradSaveFunc;
-    const flat = tf.reshape(x, [n, v]);
-    const shifted = tf.sub(flat, tf.max(flat, 1, true));
+    const shifted = tf.sub(x, tf.max(x, 1, true));
     const lse = tf.log(tf.sum(tf.exp(shifted), 1));
     const picked = tf.gather(tf.reshape(shifted, [n * v]), tf.tensor1d(index, 'int32'));
-    const m = tf.tensor1d(mine, 'float32');
-    save([shifted, lse, m]);
+    save([shifted, lse]);
     return {
-      value: tf.mul(tf.sub(lse, picked), m),
+      value: tf.sub(lse, picked),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sh, l, mk] = saved as [tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
+        const [sh, l] = saved as [tf.Tensor2D, tf.Tensor1D];
         const p = tf.exp(tf.sub(sh, tf.expandDims(l, 1)));
-        const g = tf.mul(tf.sub(p, tf.oneHot(tf.tensor1d(target, 'int32'), v)), tf.expandDims(tf.mul(dy, mk), 1));
-        return tf.reshape(g, [b, t, v]);
+        return tf.mul(tf.sub(p, tf.oneHot(tf.tensor1d(targets, 'int32'), v)), tf.expandDims(dy, 1));
       },
     };
   });

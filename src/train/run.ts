@@ -134,6 +134,16 @@ export function validateTrainConfig(c: TrainConfig, ringSize: number): Stage[] {
   return stages;
 }
 
+/** Everything that can be checked before ranks are started (bad values fail once, in the parent). */
+export function checkTrainConfig(c: TrainConfig, ringSize: number): void {
+  const stages = validateTrainConfig(c, ringSize);
+  for (const st of stages) makeSchedule({ kind: c.schedule, initLr: c.initLr, peakLr: c.lr, endLr: c.endLr, warmupSteps: c.warmupSteps, decaySteps: c.decaySteps ?? Math.max(st.steps, c.warmupSteps) });
+  for (const [flag, p] of [['--data', c.data], ['--eval-data', c.evalData], ['--model', c.model]] as const) {
+    if (p !== undefined && !fs.existsSync(p)) throw new InputError(`${p}: no such ${flag === '--model' ? 'model folder' : 'data'}; pass ${flag === '--model' ? 'a model folder' : 'an lwm prepare folder or a JSONL file'}`);
+  }
+  if (!c.resume && latestCheckpoint(path.resolve(c.out))) throw new ConfigError(`${path.resolve(c.out)} already holds checkpoints; pass --resume to continue that run, or choose another --out`);
+}
+
 function toLossBatch(b: Batch, start: number, rows: number): LossBatch {
   const L = b.length;
   const cut = <T extends Int32Array | Uint8Array | Float32Array>(a: T): T => a.subarray(start * L, (start + rows) * L) as T;
@@ -217,7 +227,7 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
       else base = baseModel(c, rows.hasVision);
       const model = withContext(base, st.seqLen, st.ropeTheta);
       if (rows.hasVision && !model.isVision) throw new ConfigError(`${c.data} has vision tokens but the model is text-only; use a vision preset such as tiny-vision`);
-      const schedule = makeSchedule({ kind: c.schedule, initLr: c.initLr, peakLr: c.lr, endLr: c.endLr, warmupSteps: c.warmupSteps, decaySteps: c.decaySteps ?? st.steps });
+      const schedule = makeSchedule({ kind: c.schedule, initLr: c.initLr, peakLr: c.lr, endLr: c.endLr, warmupSteps: c.warmupSteps, decaySteps: c.decaySteps ?? Math.max(st.steps, c.warmupSteps) });
       // Each stage starts from the previous weights with a fresh optimizer, as the paper's stages do.
       const next: Trainer = new Trainer(model, {
         lr: schedule,

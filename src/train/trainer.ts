@@ -84,8 +84,11 @@ export class Trainer {
     return { loss: loss!, visionLoss: visionLoss!, textLoss: textLoss! };
   }
 
-  /** One update from `micro` (gradient accumulation over its entries). */
-  step(micro: readonly LossBatch[]): StepMetrics {
+  /**
+   * Gradients of the mean micro-batch loss (all ranks summed) and the loss values, without updating.
+   * The caller owns (and disposes) the returned tensors.
+   */
+  gradients(micro: readonly LossBatch[]): { grads: Map<string, tf.Tensor>; loss: number; visionLoss: number; textLoss: number; tokens: number } {
     if (micro.length === 0) throw new InputError('Trainer.step needs at least one micro-batch');
     const k = micro.length;
     const acc = new Map<string, tf.Tensor>();
@@ -108,8 +111,9 @@ export class Trainer {
       tf.dispose([value, ...parts]);
       // Accumulate in a fixed order so a resumed run adds the same numbers in the same way.
       for (const n of this.names) {
-        const g = grads[this.vars.get(n)!.name];
-        if (!g) throw new Error(`no gradient for ${n}`);
+        // A head with no weighted target in the batch (e.g. no vision tokens) gets a zero gradient.
+        const v = this.vars.get(n)!;
+        const g = grads[v.name] ?? tf.zerosLike(v);
         const prev = acc.get(n);
         acc.set(n, prev ? tf.tidy(() => tf.add(prev, g)) : g);
         if (prev) {
@@ -120,25 +124,21 @@ export class Trainer {
     }
     const totals = this.sumOverRanks(sums);
     if (this.ring()) this.allReduceGrads(acc);
+    return { grads: acc, loss: totals[0]!, visionLoss: totals[1]!, textLoss: totals[2]!, tokens: totals[3]! };
+  }
+
+  /** One update from `micro` (gradient accumulation over its entries). */
+  step(micro: readonly LossBatch[]): StepMetrics {
+    const r = this.gradients(micro);
     const lr = this.opts.lr(this.optimizer.step);
-    if (!(lr >= 0) || !Number.isFinite(lr)) throw new ConfigError(`learning rate ${lr} at update ${this.optimizer.step} is not a finite number >= 0; check the schedule`);
-    const loss = totals[0]!;
-    if (!Number.isFinite(loss)) {
-      for (const g of acc.values()) g.dispose();
-      throw new InputError(`loss is ${loss} at update ${this.optimizer.step}; lower --lr or check the data`);
+    try {
+      if (!(lr >= 0) || !Number.isFinite(lr)) throw new ConfigError(`learning rate ${lr} at update ${this.updates} is not a finite number >= 0; check the schedule`);
+      if (!Number.isFinite(r.loss)) throw new InputError(`loss is ${r.loss} at update ${this.updates}; lower --lr or check the data`);
+      const { gradNorm } = this.optimizer.apply(r.grads, lr);
+      return { step: this.updates, loss: r.loss, visionLoss: r.visionLoss, textLoss: r.textLoss, lr, gradNorm, paramNorm: paramNorm(this.vars), tokens: r.tokens };
+    } finally {
+      for (const g of r.grads.values()) g.dispose();
     }
-    const { gradNorm } = this.optimizer.apply(acc, lr);
-    for (const g of acc.values()) g.dispose();
-    return {
-      step: this.updates,
-      loss,
-      visionLoss: totals[1]!,
-      textLoss: totals[2]!,
-      lr,
-      gradNorm,
-      paramNorm: paramNorm(this.vars),
-      tokens: totals[3]!,
-    };
   }
 
   private sumOverRanks(x: Float32Array): Float32Array {
