@@ -1,8 +1,8 @@
 /**
  * node dist/bench/conv.js [--encode=256] [--encode-plain=64] [--skip-convs]: GFLOP/s of the
  * native Conv2D against tfjs' own cpu kernel on the VQGAN's biggest convolutions, and the time
- * of one full-config VQGAN encode with native kernels on and off. Numbers are printed, never
- * asserted.
+ * of one full-config VQGAN encode and decode of a frame with native kernels on and off. Numbers
+ * are printed, never asserted.
  */
 import * as tf from '@tensorflow/tfjs';
 import { disableNativeKernels, enableNativeKernels } from '../ops/native/index.js';
@@ -50,21 +50,23 @@ async function main(): Promise<void> {
   }
 
   const vq = new Vqgan(VQGAN_DEFAULTS, initVqganParams(VQGAN_DEFAULTS, 0));
-  const encode = (size: number, native: boolean, reps: number) => {
+  const codec = (size: number, native: boolean, reps: number) => {
     if (native) enableNativeKernels();
     else disableNativeKernels();
     const frames = tf.randomUniform([1, size, size, 3], -1, 1) as tf.Tensor4D;
-    const ms = best(reps, () => vq.encode(frames).dispose());
-    frames.dispose();
+    const enc = best(reps, () => vq.encode(frames).dispose());
+    const codes = vq.encode(frames);
+    const dec = best(reps, () => vq.decode(codes).dispose());
+    tf.dispose([frames, codes]);
     enableNativeKernels();
-    console.log(`VQGAN encode ${size}x${size} native=${native ? 'on ' : 'off'}: ${(ms / 1000).toFixed(2)} s`);
+    console.log(`VQGAN ${size}x${size} native=${native ? 'on ' : 'off'}: encode ${(enc / 1000).toFixed(2)} s, decode ${(dec / 1000).toFixed(2)} s`);
   };
   const size = arg('encode', 256);
   const plainSize = arg('encode-plain', size);
-  encode(size, true, 1); // warm-up + time
-  encode(size, true, 2);
-  if (plainSize !== size) encode(plainSize, true, 2);
-  encode(plainSize, false, 1);
+  codec(size, true, 1); // warm-up + time
+  codec(size, true, 2);
+  if (plainSize !== size) codec(plainSize, true, 2);
+  codec(plainSize, false, 1);
 }
 
 main().catch((e) => {

@@ -1,6 +1,7 @@
 export { LwmError, ConfigError, CheckpointError, InputError } from './errors.js';
 export { rmsNorm } from './rmsNorm.js';
 export { swiglu } from './swiglu.js';
+export { groupNorm, type GroupNormOptions } from './groupNorm.js';
 export { ropeFrequencies, ropeAngles, applyRope, type RopeLayout } from './rope.js';
 export { attention, type AttentionOptions } from './attention.js';
 export { FUSED_ATTENTION } from './native/attentionKernel.js';

@@ -18,7 +18,10 @@ import {
   vqganParamCount,
   vqganParamSpecs,
 } from '../../models/vqgan.js';
+import { BOTTOM_RIGHT_PADDING, firstArgMin } from '../../models/vqgan/layers.js';
 import { CheckpointError, ConfigError, InputError } from '../../ops/errors.js';
+import { disableNativeKernels, enableNativeKernels, isNativeKernelActive, loadAddon } from '../../ops/native/index.js';
+import { expectMatch, plain } from '../helpers/native.js';
 import { fixture } from '../helpers/paths.js';
 import { expectNoLeaks, maxAbsDiff, oneLineError, randomArray } from '../helpers/tensors.js';
 
@@ -118,6 +121,10 @@ describe('VQGAN layers', () => {
     const y = upsampleNearest2x(tf.tensor4d([1, 2, 3, 4], [1, 2, 2, 1]));
     expect(y.shape).toEqual([1, 4, 4, 1]);
     expect(Array.from(y.dataSync())).toEqual([1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4]);
+    // Odd sizes, batch 2: the same as repeating along new axes.
+    const x = tf.tensor4d(randomArray(2 * 3 * 5 * 4, 12), [2, 3, 5, 4]);
+    const tiled = x.reshape([2, 3, 1, 5, 1, 4]).tile([1, 1, 2, 1, 2, 1]).reshape([2, 6, 10, 4]);
+    expect(maxAbsDiff(upsampleNearest2x(x).dataSync(), tiled.dataSync())).toBe(0);
   });
 
   it('Downsample (pad bottom/right, 3x3 stride-2 VALID conv) maps (1,4,4,C) to (1,2,2,C)', () => {
@@ -126,6 +133,9 @@ describe('VQGAN layers', () => {
     expect(y.shape).toEqual([1, 2, 2, 2]);
     // Top-left window sees 3x3 ones; bottom-right window covers the zero padding (2x2 ones).
     expect(Array.from(y.dataSync())).toEqual([18, 18, 12, 12, 12, 12, 8, 8]);
+    // The model pads inside the conv instead: the same values.
+    const direct = conv2d(x, tf.ones([3, 3, 2, 2]), tf.zeros([2]), 2, BOTTOM_RIGHT_PADDING);
+    expect(Array.from(direct.dataSync())).toEqual([18, 18, 12, 12, 12, 12, 8, 8]);
   });
 
   it('GroupNorm of a constant input returns bias', () => {
@@ -166,6 +176,10 @@ describe('VQGAN layers', () => {
     // All rows equal: every latent takes index 0.
     const same = vectorQuantize(tf.tensor2d(randomArray(12, 3), [4, 3]), tf.tensor2d([[1, 1, 1], [1, 1, 1], [1, 1, 1]]));
     expect(Array.from(same.codes.dataSync())).toEqual([0, 0, 0, 0]);
+    // Other backends use an argmin that does not rely on theirs: same first-minimum ties.
+    const dist = tf.tensor2d([[3, 1, 1, 2], [0, 0, 0, 0], [5, 4, 3, -1], [-2, 7, -2, -2]]);
+    expect(Array.from(firstArgMin(dist).dataSync())).toEqual([1, 0, 3, 0]);
+    expect(Array.from(tf.argMin(dist, 1).dataSync())).toEqual([1, 0, 3, 0]);
   });
 });
 
@@ -238,5 +252,27 @@ describe('Vqgan encode / decode', () => {
     expectOneLine(() => model.decode(tf.tensor3d([[[0, 64]]], [1, 1, 2], 'int32')), /codes must be in \[0, 64\), got values in \[0, 64\]/);
     expectOneLine(() => model.decode(tf.tensor3d([[[-1, 3]]], [1, 1, 2], 'int32')), /codes must be in \[0, 64\)/);
     expectOneLine(() => model.quantize(tf.zeros([1, 2, 2, 5]) as tf.Tensor4D), /latents must be float32 \[T, h, w, 8\]/);
+  });
+});
+
+(loadAddon() ? describe : describe.skip)('Vqgan on the native kernels', () => {
+  afterAll(() => disableNativeKernels());
+
+  it('gives the plain tfjs latents, codes and frames', async () => {
+    await tf.setBackend('cpu');
+    enableNativeKernels();
+    expect(isNativeKernelActive('LwmGroupNorm')).toBe(true);
+    const x = frames(2, 32, 16, 21);
+    const latents = model.encodeLatents(x);
+    const want = plain(() => model.encodeLatents(x));
+    expectMatch(latents, want, 'latents', 1e-4);
+    const [codes, wantCodes] = [model.encode(x), plain(() => model.encode(x))];
+    expect(Array.from(codes.dataSync())).toEqual(Array.from(wantCodes.dataSync()));
+    const [out, wantOut] = [model.decode(codes), plain(() => model.decode(codes))];
+    expectMatch(out, wantOut, 'frames', 1e-4);
+    await expectNoLeaks(() => {
+      tf.dispose([model.encode(x), model.decode(codes)]);
+    });
+    tf.dispose([x, latents, want, codes, wantCodes, out, wantOut]);
   });
 });

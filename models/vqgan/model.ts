@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointError, ConfigError, InputError } from '../../ops/errors.js';
 import { validateVqganConfig, vqganParamSpecs, type VqganConfig } from './config.js';
-import { conv2d, groupNorm, padBottomRight, upsampleNearest2x, vectorQuantize } from './layers.js';
+import { BOTTOM_RIGHT_PADDING, conv2d, groupNorm, upsampleNearest2x, vectorQuantize, type ConvPadding } from './layers.js';
 
 /**
  * LWM's VQGAN (lwm/vqgan.py) on TF.js, NHWC float32. Frames [T, H, W, 3] in [-1, 1] become
@@ -126,17 +126,18 @@ export class Vqgan {
     return t;
   }
 
-  private conv(x: tf.Tensor4D, name: string, stride: 1 | 2 = 1, padding: 'same' | 'valid' = 'same'): tf.Tensor4D {
+  private conv(x: tf.Tensor4D, name: string, stride: 1 | 2 = 1, padding: ConvPadding = 'same'): tf.Tensor4D {
     return conv2d(x, this.p(`${name}/kernel`), this.p(`${name}/bias`), stride, padding);
   }
 
-  private norm(x: tf.Tensor4D, name: string): tf.Tensor4D {
-    return groupNorm(x, this.p(`${name}/scale`), this.p(`${name}/bias`), this.config.numGroups, this.config.normEps);
+  /** GroupNorm, then SiLU when `silu` (every norm of LWM's VQGAN is followed by one). */
+  private norm(x: tf.Tensor4D, name: string, silu: boolean): tf.Tensor4D {
+    return groupNorm(x, this.p(`${name}/scale`), this.p(`${name}/bias`), this.config.numGroups, this.config.normEps, { silu });
   }
 
   private resnet(x: tf.Tensor4D, name: string, out: number): tf.Tensor4D {
-    let h = this.conv(swish(this.norm(x, `${name}/GroupNorm_0`)), `${name}/Conv_0`);
-    h = this.conv(swish(this.norm(h, `${name}/GroupNorm_1`)), `${name}/Conv_1`);
+    let h = this.conv(this.norm(x, `${name}/GroupNorm_0`, true), `${name}/Conv_0`);
+    h = this.conv(this.norm(h, `${name}/GroupNorm_1`, true), `${name}/Conv_1`);
     const skip = x.shape[3] === out ? x : this.conv(x, `${name}/Conv_2`, 1, 'valid');
     return h.add(skip) as tf.Tensor4D;
   }
@@ -147,36 +148,43 @@ export class Vqgan {
     let h = this.conv(x, 'encoder/Conv_0');
     for (let i = 0; i < levels; i++) {
       const block = `encoder/DownsamplingBlock_${i}`;
-      for (let r = 0; r < c.numResBlocks; r++) h = this.resnet(h, `${block}/ResnetBlock_${r}`, c.hiddenChannels * c.channelMult[i]!);
+      const width = c.hiddenChannels * c.channelMult[i]!;
+      for (let r = 0; r < c.numResBlocks; r++) h = advance(h, (t) => this.resnet(t, `${block}/ResnetBlock_${r}`, width));
       if (i !== levels - 1) {
-        h = c.resampleWithConv ? this.conv(padBottomRight(h), `${block}/Downsample_0/Conv_0`, 2, 'valid') : tf.avgPool(h, 2, 2, 'valid');
+        h = advance(h, (t) => (c.resampleWithConv ? this.conv(t, `${block}/Downsample_0/Conv_0`, 2, BOTTOM_RIGHT_PADDING) : tf.avgPool(t, 2, 2, 'valid')));
       }
     }
-    h = this.resnet(h, 'encoder/MidBlock_0/ResnetBlock_0', h.shape[3]);
-    h = this.resnet(h, 'encoder/MidBlock_0/ResnetBlock_1', h.shape[3]);
-    return this.conv(swish(this.norm(h, 'encoder/GroupNorm_0')), 'encoder/Conv_1');
+    h = advance(h, (t) => this.resnet(t, 'encoder/MidBlock_0/ResnetBlock_0', t.shape[3]));
+    h = advance(h, (t) => this.resnet(t, 'encoder/MidBlock_0/ResnetBlock_1', t.shape[3]));
+    return advance(h, (t) => this.conv(this.norm(t, 'encoder/GroupNorm_0', true), 'encoder/Conv_1'));
   }
 
   private decoder(z: tf.Tensor4D): tf.Tensor4D {
     const c = this.config;
     const levels = c.channelMult.length;
     let h = this.conv(z, 'decoder/Conv_0');
-    h = this.resnet(h, 'decoder/MidBlock_0/ResnetBlock_0', h.shape[3]);
-    h = this.resnet(h, 'decoder/MidBlock_0/ResnetBlock_1', h.shape[3]);
+    h = advance(h, (t) => this.resnet(t, 'decoder/MidBlock_0/ResnetBlock_0', t.shape[3]));
+    h = advance(h, (t) => this.resnet(t, 'decoder/MidBlock_0/ResnetBlock_1', t.shape[3]));
     for (let b = 0; b < levels; b++) {
       const level = levels - 1 - b;
       const block = `decoder/UpsamplingBlock_${b}`;
-      for (let r = 0; r < c.numResBlocks + 1; r++) h = this.resnet(h, `${block}/ResnetBlock_${r}`, c.hiddenChannels * c.channelMult[level]!);
+      const width = c.hiddenChannels * c.channelMult[level]!;
+      for (let r = 0; r < c.numResBlocks + 1; r++) h = advance(h, (t) => this.resnet(t, `${block}/ResnetBlock_${r}`, width));
       if (level !== 0) {
-        h = upsampleNearest2x(h);
-        if (c.resampleWithConv) h = this.conv(h, `${block}/Upsample_0/Conv_0`);
+        h = advance(h, (t) => (c.resampleWithConv ? this.conv(upsampleNearest2x(t), `${block}/Upsample_0/Conv_0`) : upsampleNearest2x(t)));
       }
     }
-    return this.conv(swish(this.norm(h, 'decoder/GroupNorm_0')), 'decoder/Conv_1');
+    return advance(h, (t) => this.conv(this.norm(t, 'decoder/GroupNorm_0', true), 'decoder/Conv_1'));
   }
 }
 
-/** silu(x) = x * sigmoid(x) (nn.silu). */
-function swish(x: tf.Tensor4D): tf.Tensor4D {
-  return tf.tidy(() => x.mul(tf.sigmoid(x)) as tf.Tensor4D);
+/**
+ * f(h) in its own tidy, then frees h (never the caller's input: the first stage is a conv).
+ * encode and decode run in one tidy, which would otherwise keep every stage's output to its end:
+ * GiBs at 256x256, and more memory to fault in.
+ */
+function advance(h: tf.Tensor4D, f: (h: tf.Tensor4D) => tf.Tensor4D): tf.Tensor4D {
+  const next = tf.tidy(() => f(h));
+  h.dispose();
+  return next;
 }

@@ -20,7 +20,10 @@
         "src/elementwise_napi.cc",
         "src/elementwise.cc",
         "src/conv.cc",
-        "src/conv_napi.cc"
+        "src/conv_napi.cc",
+        "src/groupnorm.cc",
+        "src/groupnorm_avx2.cc",
+        "src/groupnorm_napi.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

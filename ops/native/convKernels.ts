@@ -2,13 +2,14 @@
 // dilation 1, any strides and padding ('same', 'valid', explicit). The convolution is an im2col
 // of tiles of output pixels plus the packed GEMM (src/conv.cc); bias and activation are applied
 // natively with tfjs' own formulas. Everything else (NCHW, dilations, other dtypes, biases that
-// are not one value per output channel) goes to tfjs' kernel.
+// are not one value per output channel) goes to tfjs' kernel. Also the nearest-neighbour
+// upsampling that precedes the VQGAN decoder's convs.
 import * as tf from '@tensorflow/tfjs';
 import type { NativeAddon } from './addon.js';
 import { ACT } from './gemmKernels.js';
 import { cpuTensor, cpuValues, defineNativeKernel } from './registry.js';
 
-/** The convolution of the addon (src/conv_napi.cc). */
+/** The convolution (and the upsampling before some) of the addon (src/conv_napi.cc). */
 export interface ConvAddon {
   /**
    * x NHWC [n, h, w, cin], filter HWIO [kh, kw, cin, cout] -> [n, oh, ow, cout], padT/padL
@@ -19,6 +20,8 @@ export interface ConvAddon {
     kh: number, kw: number, cout: number, sh: number, sw: number, padT: number, padL: number, oh: number, ow: number,
     bias?: Float32Array | null, act?: number, leakyAlpha?: number, prelu?: Float32Array | null,
   ): Float32Array;
+  /** x NHWC [n, h, w, c] -> [n, h * fh, w * fw, c], each pixel repeated in an fh x fw block. */
+  upsampleNearest(x: Float32Array, n: number, h: number, w: number, c: number, fh: number, fw: number): Float32Array;
 }
 
 export function convAddon(addon: NativeAddon): ConvAddon | null {
@@ -117,3 +120,28 @@ defineNativeKernel({
     };
   },
 });
+
+// tf.image.resizeNearestNeighbor by a power-of-two factor (the VQGAN decoder's Upsample): tfjs
+// reads source row floor(r * in / out), which is exactly r / factor when the ratio is a power of
+// two. Other sizes, alignCorners and halfPixelCenters go to tfjs' kernel.
+defineNativeKernel({
+  kernelName: tf.ResizeNearestNeighbor,
+  make(addon, original) {
+    const up = convAddon(addon)?.upsampleNearest;
+    if (typeof up !== 'function' || !original) return null;
+    return (args) => {
+      const { images } = args.inputs as { images: tf.TensorInfo };
+      const { alignCorners, halfPixelCenters, size } = args.attrs as unknown as { alignCorners: boolean; halfPixelCenters: boolean; size: [number, number] };
+      if (alignCorners || halfPixelCenters || images.shape.length !== 4) return original(args);
+      const [n, h, w, ch] = images.shape as [number, number, number, number];
+      const [fh, fw] = [size[0] / h, size[1] / w];
+      const xv = f32(args.backend, images);
+      if (!powerOfTwo(fh) || !powerOfTwo(fw) || !xv) return original(args);
+      return cpuTensor(args.backend, [n, size[0], size[1], ch], up(xv, n, h, w, ch, fh, fw));
+    };
+  },
+});
+
+function powerOfTwo(v: number): boolean {
+  return Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
+}

@@ -124,6 +124,45 @@ suite('native Conv2D', () => {
     tf.dispose([x, f, got, want, fused, fusedWant, ...(a ? [a] : []), ...(b ? [b] : [])]);
   });
 
+  it("takes the VQGAN Downsample's bottom/right padding in place: exactly pad + VALID conv", () => {
+    const pad: [[number, number], [number, number], [number, number], [number, number]] = [[0, 0], [0, 1], [0, 1], [0, 0]];
+    for (const xs of [[1, 8, 8, 16], [2, 7, 10, 5]]) {
+      const x = rand(xs) as tf.Tensor4D;
+      const f = rand([3, 3, xs[3]!, 12]) as tf.Tensor4D;
+      const bias = rand([12]);
+      const padded = tf.pad(x, pad);
+      const pairs = [
+        [tf.conv2d(x, f, 2, pad), tf.conv2d(padded, f, 2, 'valid')],
+        [tf.fused.conv2d({ x, filter: f, strides: 2, pad, bias }), tf.fused.conv2d({ x: padded, filter: f, strides: 2, pad: 'valid', bias })],
+      ] as const;
+      for (const [got, want] of pairs) {
+        expect(got.shape).toEqual(want.shape);
+        expect(Array.from(got.dataSync())).toEqual(Array.from(want.dataSync()));
+      }
+      tf.dispose([x, f, bias, padded, ...pairs.flat()]);
+    }
+  });
+
+  it('upsamples (resizeNearestNeighbor) by powers of two exactly like tfjs, and leaves other cases to it', () => {
+    expect(isNativeKernelActive('ResizeNearestNeighbor')).toBe(true);
+    const x = rand([2, 3, 5, 7]) as tf.Tensor4D;
+    const cases: [[number, number], boolean, boolean][] = [
+      [[6, 10], false, false], // 2x: the VQGAN's Upsample
+      [[12, 5], false, false], // 4x rows only
+      [[9, 10], false, false], // 3x rows: tfjs' kernel
+      [[6, 10], true, false],
+      [[6, 10], false, true],
+    ];
+    for (const [size, alignCorners, halfPixelCenters] of cases) {
+      const got = tf.image.resizeNearestNeighbor(x, size, alignCorners, halfPixelCenters);
+      const want = plain(() => tf.image.resizeNearestNeighbor(x, size, alignCorners, halfPixelCenters));
+      expect(got.shape).toEqual(want.shape);
+      expect(Array.from(got.dataSync())).toEqual(Array.from(want.dataSync()));
+      tf.dispose([got, want]);
+    }
+    x.dispose();
+  });
+
   it('differentiates through the native forward (tfjs gradients)', () => {
     const x = rand([1, 6, 5, 4]) as tf.Tensor4D;
     const f = rand([3, 3, 4, 3]) as tf.Tensor4D;
@@ -144,6 +183,7 @@ suite('native Conv2D', () => {
       tf.conv2d(x, f, 1, 'same', 'NHWC', 2).dispose();
       tf.fused.conv2d({ x, filter: f, strides: 1, pad: 'same', bias, activation: 'relu' }).dispose();
       tf.fused.conv2d({ x, filter: f, strides: 1, pad: 'same', bias: one, activation: 'relu' }).dispose();
+      tf.image.resizeNearestNeighbor(x, [14, 14]).dispose();
     });
     tf.dispose([x, f, bias, one]);
   });

@@ -86,4 +86,19 @@ void conv2d_nhwc(const Conv2DShape& s, const float* x, const float* f, float* y,
   });
 }
 
+void upsample_nearest_nhwc(const float* x, float* y, int64_t n, int64_t h, int64_t w, int64_t c, int64_t fh, int64_t fw) {
+  const int64_t row = w * fw * c;  // floats in one output row
+  if (n <= 0 || h <= 0 || row <= 0 || fh <= 0) return;
+  const size_t row_bytes = sizeof(float) * row, pixel_bytes = sizeof(float) * c;
+  // One item per input row: build its first output row, then copy that row fh - 1 times.
+  parallel_for(n * h, [&](int64_t r, int) {
+    const float* src = x + r * w * c;
+    float* dst = y + r * fh * row;
+    for (int64_t ix = 0; ix < w; ix++) {
+      for (int64_t j = 0; j < fw; j++) std::memcpy(dst + (ix * fw + j) * c, src + ix * c, pixel_bytes);
+    }
+    for (int64_t k = 1; k < fh; k++) std::memcpy(dst + k * row, dst, row_bytes);
+  });
+}
+
 }  // namespace lwm

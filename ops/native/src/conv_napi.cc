@@ -52,8 +52,24 @@ Napi::Value Conv2D(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// upsampleNearest(x, n, h, w, c, fh, fw) -> Float32Array[n * h*fh * w*fw * c].
+Napi::Value UpsampleNearest(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const float* x = f32(info[0], "x");
+  const int64_t n = int_arg(info, 1, "n"), h = int_arg(info, 2, "h"), w = int_arg(info, 3, "w"), c = int_arg(info, 4, "c");
+  const int64_t fh = int_arg(info, 5, "fh"), fw = int_arg(info, 6, "fw");
+  if (n < 0 || h < 0 || w < 0 || c < 0 || fh < 1 || fw < 1) throw Napi::RangeError::New(env, "upsampleNearest: bad shape or factors");
+  if (static_cast<int64_t>(length_of(info[0])) < n * h * w * c) throw Napi::RangeError::New(env, "upsampleNearest: x is shorter than its shape");
+  Napi::Float32Array out = new_f32(env, static_cast<size_t>(n * h * fh * w * fw * c));
+  upsample_nearest_nhwc(x, out.Data(), n, h, w, c, fh, fw);
+  return out;
+}
+
 }  // namespace
 
-void InitConv(Napi::Env env, Napi::Object exports) { exports.Set("conv2d", Napi::Function::New(env, Conv2D)); }
+void InitConv(Napi::Env env, Napi::Object exports) {
+  exports.Set("conv2d", Napi::Function::New(env, Conv2D));
+  exports.Set("upsampleNearest", Napi::Function::New(env, UpsampleNearest));
+}
 
 }  // namespace lwm
