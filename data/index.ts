@@ -6,3 +6,4 @@ export * from './visionTokens.js';
 export * from './examples.js';
 export * from './packing.js';
 export * from './batches.js';
+export * from './passkey.js';

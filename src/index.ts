@@ -53,3 +53,14 @@ export { detectLaunch, type LaunchInfo } from './distributed/env.js';
 
 // Datasets: lwm prepare's pipeline and its output folder
 export * from './prepare/index.js';
+
+// Training: fine-tuning API, the trainer and its pieces
+export { finetune, type FinetuneOptions } from './train/finetune.js';
+export { train, checkTrainConfig, type TrainConfig, type TrainHooks, type TrainSummary, type StepReport, type Stage } from './train/run.js';
+export { Trainer, type TrainerOptions, type StepMetrics } from './train/trainer.js';
+export { weightedLoss, type LossBatch } from './train/loss.js';
+export { AdamW, globalNorm, paramNorm, LWM_ADAMW } from './train/optimizer.js';
+export { makeSchedule, warmupCosine, warmupLinear, constant, LWM_SCHEDULE, LWM_SCRIPT_SCHEDULE, type Schedule, type ScheduleSpec } from './train/schedule.js';
+export { saveCheckpoint, loadCheckpoint, latestCheckpoint, listCheckpoints } from './train/checkpoint.js';
+export { lossCurvePng } from './train/plot.js';
+export { passkeyAccuracy } from './train/passkeyEval.js';

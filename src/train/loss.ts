@@ -71,7 +71,10 @@ export function weightedLoss(model: LlamaModel, b: LossBatch, opts: LossOptions 
     };
     const textLoss = headLoss(false);
     const visionLoss = model.isVision ? headLoss(true) : tf.scalar(0);
-    return { loss: tf.add(textLoss, visionLoss) as tf.Scalar, visionLoss, textLoss };
+    // 0 · Σh keeps every layer in the gradient even when this row (or this rank's share of it) has
+    // no weighted token: each rank of a ring must run the same backward, with its communication.
+    const anchor = tf.mul(tf.sum(flat), 0);
+    return { loss: tf.add(tf.add(textLoss, visionLoss), anchor) as tf.Scalar, visionLoss, textLoss };
   });
 }
 

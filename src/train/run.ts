@@ -81,6 +81,8 @@ export interface TrainHooks {
   onNote?: (text: string) => void;
   /** Checked after every step: true saves a checkpoint and stops (Ctrl-C). */
   shouldStop?: () => boolean;
+  /** Start from this model (its weights are copied) instead of config.preset / config.model. */
+  model?: LlamaModel;
   /** Measured fp32 peak of this machine in GFLOP/s (for MFU); null if unknown. */
   peakGflops?: number | null;
 }
@@ -224,6 +226,7 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
       let base: LlamaModel;
       if (trainer) base = trainer.model;
       else if (saved) base = new LlamaModel(saved.config, paramStoreOf(saved.config, saved.weights));
+      else if (hooks.model) base = new LlamaModel(hooks.model.config, paramStoreOf(hooks.model.config, new Map(paramSpecs(hooks.model.config).map((s) => [s.name, hooks.model!.params.get(s.name).dataSync() as Float32Array]))));
       else base = baseModel(c, rows.hasVision);
       const model = withContext(base, st.seqLen, st.ropeTheta);
       if (rows.hasVision && !model.isVision) throw new ConfigError(`${c.data} has vision tokens but the model is text-only; use a vision preset such as tiny-vision`);
