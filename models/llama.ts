@@ -42,6 +42,11 @@ export interface ForwardOptions {
   /** Tokens per MLP chunk (LWM's scan_mlp); bounds MLP activation memory. 0 = one chunk. */
   mlpChunkSize?: number;
   /**
+   * Training: keep only each layer's input and recompute the layer in the backward pass (LWM's
+   * remat / scan_layers), so activation memory is one layer's instead of all of them.
+   */
+  remat?: boolean;
+  /**
    * Sequence parallelism: the input is this rank's share of a sequence split over `group` by
    * `layout` (see shardSequence), and attention runs as RingAttention over the group. Default
    * RoPE positions are the tokens' global indices; segmentIds and attentionMask are local.
@@ -93,14 +98,60 @@ export class LlamaModel {
       const keyMask = cache ? cache.appendMask(b, t, opts.attentionMask ?? null) : (opts.attentionMask ?? null);
       for (let i = 0; i < c.numLayers; i++) {
         const w = (part: LayerPart) => this.params.get(paramName.layer(i, part));
-        const a = this.attend(i, rmsNorm(x, w('input_layernorm'), c.rmsNormEps), angles, keyMask, opts, order);
-        x = tf.add(x, a);
-        x = tf.add(x, this.mlp(rmsNorm(x, w('post_attention_layernorm'), c.rmsNormEps), i, opts.mlpChunkSize ?? 0));
+        x = (opts.remat ? this.rematBlock(i, x, angles, keyMask, opts, order) : this.block(i, x, w, angles, keyMask, opts, order)) as tf.Tensor3D;
       }
       cache?.advance(t);
       if (opts.lastOnly && t > 1) x = tf.slice(x, [0, t - 1, 0], [b, 1, c.hiddenSize]);
       return rmsNorm(x, this.params.get(paramName.finalNorm), c.rmsNormEps) as tf.Tensor3D;
     });
+  }
+
+  /** One decoder layer with the given weights. */
+  private block(i: number, x: tf.Tensor, w: (part: LayerPart) => tf.Tensor, angles: { cos: tf.Tensor; sin: tf.Tensor }, keyMask: tf.Tensor2D | null, opts: ForwardOptions, order: Int32Array | null): tf.Tensor {
+    const c = this.config;
+    const a = this.attend(i, rmsNorm(x, w('input_layernorm'), c.rmsNormEps), angles, keyMask, opts, order, w);
+    const h = tf.add(x, a);
+    return tf.add(h, this.mlp(rmsNorm(h, w('post_attention_layernorm'), c.rmsNormEps), i, opts.mlpChunkSize ?? 0, w));
+  }
+
+  /**
+   * The layer as one custom-gradient op over its input and weights: the forward keeps no
+   * intermediates (customGrad runs it off the tape); the backward runs the layer again under
+   * tf.grads. With a ring, the recompute repeats the layer's ring passes on every rank alike.
+   */
+  private rematBlock(i: number, x: tf.Tensor, angles: { cos: tf.Tensor; sin: tf.Tensor }, keyMask: tf.Tensor2D | null, opts: ForwardOptions, order: Int32Array | null): tf.Tensor {
+    const ws = LAYER_PARTS.map((p) => this.params.get(paramName.layer(i, p)));
+    // Everything the recompute reads is an input, so customGrad keeps it alive until the backward
+    // (the caller's tidy disposes the originals) and frees it afterwards.
+    const consts = [angles.cos, angles.sin, ...(keyMask ? [keyMask] : []), ...(opts.segmentIds ? [opts.segmentIds] : [])];
+    const n = ws.length;
+    const run = (a: tf.Tensor[]) => {
+      const c = a.slice(1 + n);
+      const km = keyMask ? (c[2] as tf.Tensor2D) : null;
+      const seg = opts.segmentIds ? (c[keyMask ? 3 : 2] as tf.Tensor2D) : undefined;
+      return this.block(i, a[0]!, (p) => a[1 + LAYER_PARTS.indexOf(p)]!, { cos: c[0]!, sin: c[1]! }, km, { ...opts, segmentIds: seg }, order);
+    };
+    const op = tf.customGrad((...args) => {
+      const save = args.pop() as tf.GradSaveFunc;
+      const inputs = args as tf.Tensor[];
+      save(inputs);
+      return {
+        value: run(inputs),
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          // tf.grads called from inside a backward pass starts a fresh tape and, when done, drops
+          // the engine's active tape, which the outer backward still needs for its cleanup.
+          const state = (tf.engine() as unknown as { state: { activeTape: unknown } }).state;
+          const outer = state.activeTape;
+          try {
+            const g = tf.grads((...a: tf.Tensor[]) => run([...a, ...saved.slice(1 + n)]))(saved.slice(0, 1 + n), dy);
+            return [...g, ...saved.slice(1 + n).map((t) => tf.zerosLike(t))];
+          } finally {
+            state.activeTape = outer;
+          }
+        },
+      };
+    });
+    return op(x, ...ws, ...consts);
   }
 
   textLogits(h: tf.Tensor3D): tf.Tensor3D {
@@ -175,10 +226,9 @@ export class LlamaModel {
     return tf.where(tf.expandDims(vm, -1), ev, e) as tf.Tensor3D;
   }
 
-  private attend(layer: number, x: tf.Tensor, angles: { cos: tf.Tensor; sin: tf.Tensor }, keyMask: tf.Tensor2D | null, opts: ForwardOptions, order: Int32Array | null): tf.Tensor {
+  private attend(layer: number, x: tf.Tensor, angles: { cos: tf.Tensor; sin: tf.Tensor }, keyMask: tf.Tensor2D | null, opts: ForwardOptions, order: Int32Array | null, w: (part: LayerPart) => tf.Tensor): tf.Tensor {
     const c = this.config;
     const [b, t] = x.shape as [number, number, number];
-    const w = (part: LayerPart) => this.params.get(paramName.layer(layer, part));
     const heads = (p: LayerPart, n: number) => tf.reshape(project(x as tf.Tensor3D, w(p)), [b, t, n, c.headDim]) as tf.Tensor4D;
     const q = applyRope(heads('self_attn.q_proj', c.numHeads), angles);
     let k = applyRope(heads('self_attn.k_proj', c.numKvHeads), angles);
@@ -207,8 +257,7 @@ export class LlamaModel {
   }
 
   /** SwiGLU: down(silu(gate(x)) * up(x)), optionally in chunks of tokens (position-wise, so exact). */
-  private mlp(x: tf.Tensor, layer: number, chunk: number): tf.Tensor {
-    const w = (part: LayerPart) => this.params.get(paramName.layer(layer, part));
+  private mlp(x: tf.Tensor, layer: number, chunk: number, w: (part: LayerPart) => tf.Tensor): tf.Tensor {
     const run = (xs: tf.Tensor3D) => {
       return project(swiglu(project(xs, w('mlp.gate_proj')), project(xs, w('mlp.up_proj'))) as tf.Tensor3D, w('mlp.down_proj'));
     };
@@ -221,6 +270,18 @@ export class LlamaModel {
     return tf.concat(parts, 1);
   }
 }
+
+const LAYER_PARTS: readonly LayerPart[] = [
+  'input_layernorm',
+  'self_attn.q_proj',
+  'self_attn.k_proj',
+  'self_attn.v_proj',
+  'self_attn.o_proj',
+  'post_attention_layernorm',
+  'mlp.gate_proj',
+  'mlp.up_proj',
+  'mlp.down_proj',
+];
 
 /** x @ W^T for a Hugging Face [out, in] weight: [B, T, in] -> [B, T, out]. */
 function project(x: tf.Tensor3D, weight: tf.Tensor): tf.Tensor3D {

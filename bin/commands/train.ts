@@ -55,6 +55,7 @@ interface TrainArgs {
   fields?: string;
   stages?: string;
   resume: boolean;
+  remat: boolean;
   'log-every': number;
   debug?: boolean;
 }
@@ -114,6 +115,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       .option('fields', { type: 'string', describe: 'Fields spec for JSONL data' })
       .option('stages', { type: 'string', describe: 'Progressive context: "seqLen:ropeTheta:steps,..." e.g. "256:1e6:100,512:1e7:100"' })
       .option('resume', { type: 'boolean', default: false, describe: 'Continue from the newest checkpoint in --out (bit-identical losses)' })
+      .option('remat', { type: 'boolean', default: false, describe: 'Recompute each layer in the backward pass: activation memory of one layer for ~1/3 more compute' })
       .option('log-every', { type: 'number', default: 10, describe: 'Progress line every N updates when stderr is not a terminal' })
       .example('$0 train', 'Built-in run: tiny vision model, passkey + video data, 2 ring ranks, a few minutes')
       .example('$0 train -m ./LWM-Text-1M --data books.jsonl --seq-len 32768 --sp 4 --lr 8e-5 --steps 200', 'Fine-tune on your JSONL')
@@ -183,6 +185,7 @@ async function resolveConfig(a: TrainArgs): Promise<{ config: TrainConfig; sp: n
     fields: a.fields,
     stages: a.stages ? parseStages(a.stages) : undefined,
     resume: a.resume,
+    remat: a.remat,
   };
   return { config, sp: a.sp ?? (builtIn ? 2 : 1), evalManifest, logEvery: a['log-every'] };
 }

@@ -30,6 +30,7 @@ export interface FinetuneOptions {
   weighting?: LossWeighting;
   fields?: string;
   resume?: boolean;
+  remat?: boolean;
   /** Sequence parallel: this process's ring (all ranks call finetune with the same options). */
   group?: ProcessGroup;
   onStep?: (s: StepReport) => void;
@@ -74,6 +75,7 @@ export async function finetune(o: FinetuneOptions): Promise<TrainSummary> {
     fields: o.fields,
     stages: o.stages,
     resume: o.resume ?? false,
+    remat: o.remat ?? false,
   };
   checkTrainConfig(config, o.group?.size ?? 1);
   return train(config, { group: o.group, onStep: o.onStep, onEval: o.onEval, shouldStop: o.shouldStop, model: inMemory ?? undefined });

@@ -21,6 +21,8 @@ export interface LossOptions {
   ring?: { group: RingGroup; layout: RingLayout };
   /** Multiplies the weighted sum (e.g. packing group rows / batch rows). */
   scale?: number;
+  /** Recompute each layer in the backward pass instead of keeping its activations. */
+  remat?: boolean;
 }
 
 /** Scalars of one forward: the weighted loss and its vision/text parts (same weights, same scale). */
@@ -57,6 +59,7 @@ export function weightedLoss(model: LlamaModel, b: LossBatch, opts: LossOptions 
       segmentIds: tf.tensor2d(b.segmentIds, shape, 'int32'),
       positions: tf.tensor2d(b.positions, shape, 'int32'),
       ring: opts.ring,
+      remat: opts.remat,
     });
     const flat = tf.reshape(h, [b.rows * b.length, model.config.hiddenSize]) as tf.Tensor2D;
     const scale = opts.scale ?? 1;

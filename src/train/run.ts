@@ -62,6 +62,8 @@ export interface TrainConfig {
   stages?: Stage[];
   /** Continue from the newest checkpoint in out. */
   resume: boolean;
+  /** Recompute each layer in the backward pass to bound activation memory. */
+  remat?: boolean;
 }
 
 export interface StepReport extends StepMetrics {
@@ -242,6 +244,7 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
         layout: c.layout,
         packedBatchRows: rows.packedBatchRows,
         baseStep: stageStart,
+        remat: c.remat,
       });
       // The trainer holds its own references to the weights; the originals can go.
       if (trainer) trainer.dispose();

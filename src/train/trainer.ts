@@ -21,6 +21,8 @@ export interface TrainerOptions {
   layout?: RingLayout;
   /** Rows each loss weight was normalised over when packed (lwm prepare's --batch-rows; default 1). */
   packedBatchRows?: number;
+  /** Recompute layers in the backward pass (activation memory of one layer, ~1/3 more compute). */
+  remat?: boolean;
   /** Updates done before this trainer's optimizer started (earlier stages); counts into `updates`. */
   baseStep?: number;
 }
@@ -98,7 +100,7 @@ export class Trainer {
       const scale = (this.opts.packedBatchRows ?? 1) / (b.rows * k);
       let parts: tf.Tensor[] = [];
       const { value, grads } = tf.variableGrads(() => {
-        const r = weightedLoss(this.model, b, { ring: this.ring(), scale });
+        const r = weightedLoss(this.model, b, { ring: this.ring(), scale, remat: this.opts.remat });
         parts = [tf.keep(r.visionLoss), tf.keep(r.textLoss)];
         return r.loss;
       }, varList);

@@ -112,6 +112,33 @@ describe('training step', () => {
     t.dispose();
   });
 
+  it('remat (recomputing each layer in the backward pass) gives the same gradients', () => {
+    const m = model();
+    const plain = new Trainer(m, { lr: () => 1e-2 });
+    const remat = new Trainer(m, { lr: () => 1e-2, remat: true });
+    m.dispose();
+    const b = batch(2, 32, 17);
+    const before = tf.memory().numTensors;
+    const a = plain.gradients([b]);
+    const r = remat.gradients([b]);
+    expect(r.loss).toBe(a.loss);
+    for (const [n, g] of a.grads) {
+      const x = g.dataSync();
+      const y = r.grads.get(n)!.dataSync();
+      let d = 0;
+      let s = 0;
+      for (let i = 0; i < x.length; i++) {
+        d = Math.max(d, Math.abs(x[i]! - y[i]!));
+        s = Math.max(s, Math.abs(x[i]!));
+      }
+      expect({ n, ok: d <= 1e-6 * Math.max(s, 1e-12) }).toEqual({ n, ok: true });
+    }
+    tf.dispose([...a.grads.values(), ...r.grads.values()]);
+    expect(tf.memory().numTensors).toBe(before);
+    plain.dispose();
+    remat.dispose();
+  });
+
   it("a vision model trains both heads: LWM's loss is the weighted sum of the vision and text parts", () => {
     const m = model(visionConfig, 3);
     const t = new Trainer(m, { lr: () => 5e-3, weightDecay: 0 });
