@@ -12,6 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { attentionAddon } from '../ops/native/attentionKernel.js';
 import { createModel, generate, initBackend, initVqganParams, loadAddon, saveModel, Vqgan, VQGAN_DEFAULTS, writeGguf } from '../src/index.js';
 import { ringBench } from './ring.js';
+import { trainBench } from './train.js';
 import { best } from './timing.js';
 
 const quick = process.argv.includes('--quick');
@@ -156,6 +157,13 @@ async function main(): Promise<void> {
   const ring = ringBench(quick);
   out['ring'] = ring.json;
   rows.push(...ring.rows);
+
+  const tr = trainBench(quick, peak);
+  out['train'] = tr.runs;
+  for (const r of tr.runs) {
+    if (typeof r === 'string') rows.push(['train', r]);
+    else rows.push([`train ${r.preset} seq ${r.seq}, ${r.ranks} process${r.ranks > 1 ? 'es' : ''}${r.remat ? ', remat' : ''}`, `${r.tokensPerSecond.toFixed(0)} tok/s, MFU ${(100 * r.mfu).toFixed(1)}%, ${(r.stepMs / 1000).toFixed(1)} s/update, ${r.rssMiB.toFixed(0)} MiB/rank`]);
+  }
 
   const dir = path.join(root, 'bench', 'results');
   fs.mkdirSync(dir, { recursive: true });

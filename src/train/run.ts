@@ -97,7 +97,7 @@ export interface TrainSummary {
   seconds: number;
   tokens: number;
   tokensPerSecond: number;
-  /** Model FLOPs utilisation of the last stage against peakGflops x ranks; null without a peak. */
+  /** Model FLOPs utilisation over the run against peakGflops x ranks; null without a peak. */
   mfu: number | null;
   stopped: boolean;
   metricsFile: string;
@@ -164,11 +164,20 @@ function toLossBatch(b: Batch, start: number, rows: number): LossBatch {
   };
 }
 
-/** Training FLOPs per token (6N for the matmul weights plus causal attention), for MFU. */
+/**
+ * Training FLOPs (forward + backward = 3x forward) per token of the body: 6 per weight of every
+ * layer matrix, plus causal attention; the heads are counted separately (headFlops), since lwm runs
+ * them only at weighted positions.
+ */
 export function trainFlopsPerToken(c: LlamaConfig, seqLen: number): number {
   let n = 0;
-  for (const s of paramSpecs(c)) if (s.name !== paramName.embed && s.name !== paramName.visionEmbed && s.shape.length === 2) n += s.shape[0]! * s.shape[1]!;
+  for (const s of paramSpecs(c)) if (s.name.startsWith('model.layers.') && s.shape.length === 2) n += s.shape[0]! * s.shape[1]!;
   return 6 * n + 6 * c.numLayers * seqLen * c.numHeads * c.headDim;
+}
+
+/** Training FLOPs of one weighted target through the text or the vision head. */
+export function headFlops(c: LlamaConfig, vision: boolean): number {
+  return 6 * (vision ? c.visionVocabSize : c.vocabSize) * c.hiddenSize;
 }
 
 function baseModel(c: TrainConfig, hasVision: boolean): LlamaModel {
@@ -215,6 +224,7 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
   let lastLoss = NaN;
   let lastEval: number | null = null;
   let tokensSeen = 0;
+  let flopsSeen = 0;
   let checkpoint = resumeFrom?.dir ?? '';
   let stopped = false;
   let lastMfu: number | null = null;
@@ -286,10 +296,11 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
         const m = trainer.step(micro);
         lastLoss = m.loss;
         tokensSeen += m.tokens;
+        flopsSeen += m.tokens * flopsPerToken + m.textTargets * headFlops(trainer.model.config, false) + m.visionTargets * headFlops(trainer.model.config, true);
         const elapsed = (performance.now() - t0) / 1000;
         const done = m.step - stepsAtStart;
         const tps = tokensSeen / Math.max(elapsed, 1e-9);
-        const mfu = hooks.peakGflops ? (tps * flopsPerToken) / (hooks.peakGflops * 1e9 * size) : null;
+        const mfu = hooks.peakGflops ? flopsSeen / elapsed / (hooks.peakGflops * 1e9 * size) : null;
         lastMfu = mfu;
         const report: StepReport = { ...m, stage: stageIndex, seqLen: st.seqLen, tokensPerSecond: tps, mfu, elapsedSeconds: elapsed, etaSeconds: (elapsed / done) * (totalSteps - m.step), totalSteps };
         if (writer) {

@@ -39,6 +39,9 @@ export interface StepMetrics {
   paramNorm: number;
   /** Real (non-padding) tokens in the step, all ranks together. */
   tokens: number;
+  /** Weighted targets per head (the positions that went through the text / vision head). */
+  textTargets: number;
+  visionTargets: number;
 }
 
 /**
@@ -90,11 +93,11 @@ export class Trainer {
    * Gradients of the mean micro-batch loss (all ranks summed) and the loss values, without updating.
    * The caller owns (and disposes) the returned tensors.
    */
-  gradients(micro: readonly LossBatch[]): { grads: Map<string, tf.Tensor>; loss: number; visionLoss: number; textLoss: number; tokens: number } {
+  gradients(micro: readonly LossBatch[]): { grads: Map<string, tf.Tensor>; loss: number; visionLoss: number; textLoss: number; tokens: number; textTargets: number; visionTargets: number } {
     if (micro.length === 0) throw new InputError('Trainer.step needs at least one micro-batch');
     const k = micro.length;
     const acc = new Map<string, tf.Tensor>();
-    const sums = new Float32Array(4);
+    const sums = new Float32Array(6);
     const varList = this.names.map((n) => this.vars.get(n)!);
     for (const b of micro) {
       const scale = (this.opts.packedBatchRows ?? 1) / (b.rows * k);
@@ -110,6 +113,7 @@ export class Trainer {
       let tokens = 0;
       for (const s of b.segmentIds) if (s >= 0) tokens++;
       sums[3]! += tokens;
+      for (let i = 0; i < b.lossWeights.length; i++) if (b.lossWeights[i] !== 0) sums[b.targetVisionMask[i] ? 5 : 4]! += 1;
       tf.dispose([value, ...parts]);
       // Accumulate in a fixed order so a resumed run adds the same numbers in the same way.
       for (const n of this.names) {
@@ -126,7 +130,7 @@ export class Trainer {
     }
     const totals = this.sumOverRanks(sums);
     if (this.ring()) this.allReduceGrads(acc);
-    return { grads: acc, loss: totals[0]!, visionLoss: totals[1]!, textLoss: totals[2]!, tokens: totals[3]! };
+    return { grads: acc, loss: totals[0]!, visionLoss: totals[1]!, textLoss: totals[2]!, tokens: totals[3]!, textTargets: totals[4]!, visionTargets: totals[5]! };
   }
 
   /** One update from `micro` (gradient accumulation over its entries). */
@@ -137,7 +141,7 @@ export class Trainer {
       if (!(lr >= 0) || !Number.isFinite(lr)) throw new ConfigError(`learning rate ${lr} at update ${this.updates} is not a finite number >= 0; check the schedule`);
       if (!Number.isFinite(r.loss)) throw new InputError(`loss is ${r.loss} at update ${this.updates}; lower --lr or check the data`);
       const { gradNorm } = this.optimizer.apply(r.grads, lr);
-      return { step: this.updates, loss: r.loss, visionLoss: r.visionLoss, textLoss: r.textLoss, lr, gradNorm, paramNorm: paramNorm(this.vars), tokens: r.tokens };
+      return { step: this.updates, loss: r.loss, visionLoss: r.visionLoss, textLoss: r.textLoss, lr, gradNorm, paramNorm: paramNorm(this.vars), tokens: r.tokens, textTargets: r.textTargets, visionTargets: r.visionTargets };
     } finally {
       for (const g of r.grads.values()) g.dispose();
     }
