@@ -84,6 +84,27 @@ describe('lwm train', () => {
     expect(losses(out)).toEqual(losses(f('whole')));
   });
 
+  it('Ctrl-C (SIGINT) saves a checkpoint at the current update and exits cleanly', async () => {
+    const out = f('sigint');
+    const child = spawn(process.execPath, [cliPath, ...base(out), '--save-every', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    const code = await new Promise<number | null>((resolve) => {
+      child.stderr.on('data', (d: Buffer) => {
+        err += d.toString();
+        if (/step 3\/10/.test(err) && !child.killed) child.kill('SIGINT');
+      });
+      child.on('exit', (c) => resolve(c));
+    });
+    expect(code).toBe(0);
+    const m = /stopped \(interrupted\) after (\d+) updates/.exec(stdout);
+    expect(m).not.toBeNull();
+    const step = Number(m![1]);
+    expect(step).toBeGreaterThanOrEqual(3);
+    expect(loadCheckpoint(path.join(out, 'checkpoints', `step-${String(step).padStart(8, '0')}`)).state.step).toBe(step);
+  });
+
   it('--sp 2 (two processes, RingAttention) gives the losses and gradient norms of --sp 1', () => {
     const args = (out: string, sp: string) => [...base(out), '--steps', '3', '--save-every', '0', '--sp', sp, '--seq-len', '64'];
     const one = lwm(args(f('sp1'), '1'));

@@ -313,6 +313,8 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
           evaluate();
           if (writer) await lossCurvePng(plotFile, [{ name: 'train', points: history.train }, { name: 'eval', points: history.eval }], { title: 'lwm train: loss' });
         }
+        // A step never yields to the event loop; without this a Ctrl-C handler would never run.
+        await new Promise((r) => setImmediate(r));
         const stop = hooks.shouldStop?.() ?? false;
         if (last || stop || (c.saveEvery > 0 && trainer.updates % c.saveEvery === 0)) save();
         if (stop) {
