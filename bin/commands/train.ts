@@ -152,7 +152,7 @@ async function resolveConfig(a: TrainArgs): Promise<{ config: TrainConfig; sp: n
   }
   if (a['vision-weight'] !== undefined && a.weighting !== 'token') throw new ConfigError('--vision-weight goes with --weighting token');
   const weighting = a.weighting === 'token' ? { mode: 'token' as const, ...(a['vision-weight'] !== undefined ? { visionWeight: a['vision-weight'] } : {}) } : { mode: a.weighting as 'lwm' };
-  const steps = a.steps ?? (builtIn ? 300 : 1000);
+  const steps = a.steps ?? (builtIn ? 150 : 1000);
   const config: TrainConfig = {
     out: a.out,
     preset: a.preset ?? (builtIn ? 'tiny-vision' : undefined),
