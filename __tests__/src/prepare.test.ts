@@ -88,6 +88,13 @@ afterAll(() => {
 });
 
 describe('lwm prepare pipeline', () => {
+  it('openPrepared refuses a missing or unfinished folder with a one-line hint', () => {
+    expect(() => openPrepared(path.join(dir, 'absent'))).toThrow(/absent: no such folder; run lwm prepare first/);
+    const unfinished = path.join(dir, 'unfinished');
+    fs.mkdirSync(path.join(unfinished, 'tokens'), { recursive: true });
+    expect(() => openPrepared(unfinished)).toThrow(/no prepare\.json, so this is not a finished lwm prepare output \(an interrupted run\?\); run lwm prepare again/);
+  });
+
   it('infers the fields spec of QA, caption and text lines', () => {
     expect(manifestLines.map((l) => ('fields' in l ? l.fields : inferFields(l)))).toEqual(specs);
     expect(inferFields({ question: 'q', answer: 'a' })).toBe('[question],answer');
