@@ -145,14 +145,15 @@ async function resolveConfig(a: TrainArgs): Promise<{ config: TrainConfig; sp: n
   if (builtIn) {
     note(`lwm train: no --data or --model: the built-in run (passkey retrieval + short videos, ${path.join(a.out, 'data')})`);
     await initBackend();
-    const d = await ensureDefaultDataset(path.join(a.out, 'data'), { seqLen, seed: a.seed });
+    // Short passkey texts (several per row) are what a tiny model learns to retrieve from in minutes.
+    const d = await ensureDefaultDataset(path.join(a.out, 'data'), { seqLen, seed: a.seed, passkeyTokens: 96, passkeyExamples: 4096 });
     data = d.prepared;
     evalData ??= d.evalManifest;
     evalManifest = d.evalManifest;
   }
   if (a['vision-weight'] !== undefined && a.weighting !== 'token') throw new ConfigError('--vision-weight goes with --weighting token');
   const weighting = a.weighting === 'token' ? { mode: 'token' as const, ...(a['vision-weight'] !== undefined ? { visionWeight: a['vision-weight'] } : {}) } : { mode: a.weighting as 'lwm' };
-  const steps = a.steps ?? (builtIn ? 150 : 1000);
+  const steps = a.steps ?? (builtIn ? 200 : 1000);
   const config: TrainConfig = {
     out: a.out,
     preset: a.preset ?? (builtIn ? 'tiny-vision' : undefined),
