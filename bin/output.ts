@@ -24,6 +24,16 @@ export function handle<A extends { debug?: boolean }>(command: string, run: (arg
   };
 }
 
+/** Seconds as m:ss, or h:mm:ss from an hour on; '--:--' when unknown (NaN, infinite, negative). */
+export function clock(s: number): string {
+  if (!Number.isFinite(s) || s < 0) return '--:--';
+  const t = Math.round(s);
+  const h = Math.floor(t / 3600);
+  const m = Math.floor((t % 3600) / 60);
+  const sec = String(t % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+}
+
 /** Progress and notes go to stderr; stdout carries only the product. */
 export function note(text: string): void {
   process.stderr.write(`${text}\n`);

@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { makeClip, makeMedia, saveTinyVqgan } from '../helpers/media.js';
+import { treeBytes } from '../helpers/files.js';
 import { cliPath, tmpDir } from '../helpers/paths.js';
 
 let dir = '';
@@ -18,19 +19,6 @@ function lwm(args: string[]) {
 function expectOneLineError(r: ReturnType<typeof lwm>, pattern: RegExp): void {
   expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(pattern)]);
   expect(r.code).toBe(1);
-}
-
-function treeBytes(root: string): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  const walk = (d: string): void => {
-    for (const n of fs.readdirSync(d).sort()) {
-      const p = path.join(d, n);
-      if (fs.statSync(p).isDirectory()) walk(p);
-      else out.set(path.relative(root, p), fs.readFileSync(p));
-    }
-  };
-  walk(root);
-  return out;
 }
 
 function manifest(name: string, lines: (object | string)[]): string {

@@ -15,6 +15,7 @@ import { openPrepared, readPreparedInfo, readTokenShard } from '../../src/prepar
 import { inferFields } from '../../src/prepare/manifest.js';
 import { prepareDataset, prepareStats, type PrepareEvent, type PrepareOptions } from '../../src/prepare/run.js';
 import { makeClip, makeMedia, saveTinyVqgan } from '../helpers/media.js';
+import { treeBytes } from '../helpers/files.js';
 import { tmpDir } from '../helpers/paths.js';
 
 let dir = '';
@@ -40,19 +41,6 @@ const opts = (over: Partial<PrepareOptions> = {}): PrepareOptions => ({
   seqLen: 1024,
   ...over,
 });
-
-function treeBytes(root: string): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  const walk = (d: string): void => {
-    for (const n of fs.readdirSync(d).sort()) {
-      const p = path.join(d, n);
-      if (fs.statSync(p).isDirectory()) walk(p);
-      else out.set(path.relative(root, p), fs.readFileSync(p));
-    }
-  };
-  walk(root);
-  return out;
-}
 
 /** Codes computed here, independently of lwm prepare: all sampled frames in one VQGAN call. */
 async function referenceCodes(rel: string): Promise<Int32Array> {

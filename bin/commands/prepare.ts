@@ -12,7 +12,7 @@ import {
   type PreparedStats,
   type Sampling,
 } from '../../src/index.js';
-import { handle, note } from '../output.js';
+import { clock, handle, note } from '../output.js';
 
 interface PrepareArgs {
   manifest: string;
@@ -85,15 +85,6 @@ function weighting(a: PrepareArgs): LossWeighting {
   return { mode: a.weighting as 'lwm' | 'lwm-text' | 'mask' };
 }
 
-const clock = (s: number): string => {
-  if (!Number.isFinite(s)) return '--:--';
-  const t = Math.round(s);
-  const h = Math.floor(t / 3600);
-  const m = Math.floor((t % 3600) / 60);
-  const sec = String(t % 60).padStart(2, '0');
-  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
-};
-
 /** stderr progress: a redrawn bar on a terminal, one line per file otherwise (logs, CI, tests). */
 function progress(json: boolean): { event: (e: PrepareEvent) => void; end: () => void } {
   const tty = Boolean(process.stderr.isTTY);
@@ -148,7 +139,6 @@ function describe(s: PreparedStats): string {
 }
 
 async function runPrepare(a: PrepareArgs): Promise<void> {
-  if (!Number.isInteger(a['seq-len']) || a['seq-len'] < 2) throw new ConfigError(`--seq-len must be an integer >= 2, got ${a['seq-len']}`);
   const p = progress(a.json);
   const opts = {
     manifest: a.manifest,

@@ -14,7 +14,7 @@ import { launch } from '../../src/distributed/launch.js';
 import { ensureDefaultDataset } from '../../src/train/defaultData.js';
 import { passkeyAccuracy } from '../../src/train/passkeyEval.js';
 import { checkTrainConfig, train, type Stage, type StepReport, type TrainConfig } from '../../src/train/run.js';
-import { handle, note } from '../output.js';
+import { clock, handle, note } from '../output.js';
 
 /** Where `lwm train` writes by default, and where `lwm chat` / `lwm eval` look first. */
 export const DEFAULT_OUT = 'lwm-out';
@@ -210,12 +210,6 @@ async function runTrain(a: TrainArgs): Promise<void> {
   if (launched.size !== sp && launched.size > 1) throw new ConfigError(`--sp ${sp} but the launcher started ${launched.size} ranks; make them equal`);
   await runRank(resolved, launched.size);
 }
-
-const clock = (s: number): string => {
-  if (!Number.isFinite(s) || s < 0) return '--:--';
-  const t = Math.round(s);
-  return `${Math.floor(t / 60)}:${String(t % 60).padStart(2, '0')}`;
-};
 
 async function runRank(r: { config: TrainConfig; sp: number; evalManifest: string | null; logEvery: number }, launchedSize: number): Promise<void> {
   const logEvery = r.logEvery;

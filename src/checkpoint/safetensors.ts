@@ -321,9 +321,16 @@ export function writeSafetensorsSharded(
   return [...names, INDEX_FILE];
 }
 
+/** Writes a small file under a temporary name, flushes it to disk, and renames it into place. */
 export function writeFileAtomic(file: string, text: string): void {
   const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, text);
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
   fs.renameSync(tmp, file);
 }
 

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -7,6 +7,7 @@ import { validateVqganConfig, vqganConfig, vqganConfigFromJson, vqganParamSpecs,
 import { Vqgan } from '../../models/vqgan/model.js';
 import { readSafetensorsHeader, readTensorF32, SINGLE_FILE, writeSafetensors } from './safetensors.js';
 import { readJsonObject } from './modelDir.js';
+import { sha256OfFile, swapDirectory } from './files.js';
 
 /**
  * This project's VQGAN folder format:
@@ -168,16 +169,7 @@ export function saveVqgan(dir: string, model: Vqgan | { config: Readonly<VqganCo
     fsyncPath(tmp);
     if (existing === 'empty') fs.rmdirSync(target);
     if (existing === 'vqgan') {
-      // Swap: the old folder steps aside, the new one takes its name, then the old one is removed.
-      const old = path.join(parent, `.${path.basename(target)}.old-${tag}`);
-      fs.renameSync(target, old);
-      try {
-        fs.renameSync(tmp, target);
-      } catch (e) {
-        fs.renameSync(old, target);
-        throw e;
-      }
-      fs.rmSync(old, { recursive: true, force: true });
+      swapDirectory(tmp, target, tag);
     } else {
       fs.renameSync(tmp, target);
     }
@@ -227,24 +219,6 @@ function fsyncPath(p: string): void {
  */
 export function vqganWeightsHash(dir: string): string {
   const file = path.join(dir, VQGAN_WEIGHTS_FILE);
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new CheckpointError(code === 'ENOENT' ? `${file}: no such file; pass a VQGAN folder` : `${file}: cannot open (${code ?? String(e)})`);
-  }
-  try {
-    const hash = createHash('sha256');
-    const buf = Buffer.alloc(8 * 1024 * 1024);
-    for (let pos = 0; ; ) {
-      const n = fs.readSync(fd, buf, 0, buf.length, pos);
-      if (n === 0) break;
-      hash.update(buf.subarray(0, n));
-      pos += n;
-    }
-    return hash.digest('hex');
-  } finally {
-    fs.closeSync(fd);
-  }
+  if (!fs.existsSync(file)) throw new CheckpointError(`${file}: no such file; pass a VQGAN folder`);
+  return sha256OfFile(file);
 }

@@ -7,6 +7,7 @@ import type { Vqgan } from '../../models/vqgan/model.js';
 import { readFrames, type ReadFramesOptions } from '../../data/frames.js';
 import { LWM_IMAGE_SIZE, preprocessImage, toModelRange } from '../../data/preprocess.js';
 import { FRAME_SIDE, TOKENS_PER_FRAME } from '../../data/visionTokens.js';
+import { isProcessAlive } from '../checkpoint/files.js';
 import { readSafetensorsHeader, readTensorI32, writeSafetensors } from '../checkpoint/safetensors.js';
 
 /** LWM's rule (spec 3.6): `.png`/`.jpg` are one-frame images, anything else is read as a video. */
@@ -92,22 +93,13 @@ export function removeStaleTemporaries(dir: string): number {
   for (const name of fs.readdirSync(dir)) {
     const m = /\.tmp-(\d+)$/.exec(name);
     if (!m) continue;
-    const pid = Number(m[1]);
-    if (pid !== process.pid && isAlive(pid)) continue;
+    if (Number(m[1]) !== process.pid && isProcessAlive(Number(m[1]))) continue;
     fs.rmSync(path.join(dir, name), { force: true });
     n++;
   }
   return n;
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Frames per VQGAN call: amortises the per-op overhead without holding many 256x256 activations. */
 const FRAMES_PER_CALL = 4;

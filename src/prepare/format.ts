@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError, InputError } from '../../ops/errors.js';
 import { ROW_FIELDS, type PackedRow, type RowField, type RowSource } from '../../data/batches.js';
 import type { PackedRows } from '../../data/packing.js';
-import { readSafetensorsHeader, readTensorF32, readTensorI32, readTensorU8, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from '../checkpoint/safetensors.js';
+import { sha256OfFile } from '../checkpoint/files.js';
+import { readSafetensorsHeader, readTensorF32, readTensorI32, readTensorU8, writeFileAtomic, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from '../checkpoint/safetensors.js';
 
 /**
  * The folder `lwm prepare` writes:
@@ -64,22 +64,6 @@ export interface PreparedInfo {
   rowShards: (ShardEntry & { rows: number })[];
 }
 
-export function sha256OfFile(file: string): string {
-  const hash = createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buf = Buffer.alloc(4 * 1024 * 1024);
-    for (let pos = 0; ; ) {
-      const n = fs.readSync(fd, buf, 0, buf.length, pos);
-      if (n === 0) break;
-      hash.update(buf.subarray(0, n));
-      pos += n;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return hash.digest('hex');
-}
 
 export function shardName(prefix: string, i: number): string {
   return `${prefix}-${String(i).padStart(5, '0')}.safetensors`;
@@ -205,16 +189,7 @@ function readRowShard(file: string, rows: number, seqLen: number): PackedRow {
 
 /** Writes prepare.json atomically (the folder's completion mark). */
 export function writePreparedInfo(outDir: string, info: PreparedInfo): void {
-  const file = path.join(outDir, PREPARED_INFO_FILE);
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, JSON.stringify(info, null, 2) + '\n');
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
+  writeFileAtomic(path.join(outDir, PREPARED_INFO_FILE), JSON.stringify(info, null, 2) + '\n');
 }
 
 export function readPreparedInfo(dir: string): PreparedInfo {

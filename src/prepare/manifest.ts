@@ -47,6 +47,17 @@ export function inferFields(value: Record<string, unknown>): string | null {
   return null;
 }
 
+/**
+ * The fields spec a record is laid out with: `fields` (--fields) for every line, else the record's
+ * own (undefined: processExample reads it), else inferred; throws naming `where` when none applies.
+ */
+export function recordFields(value: Record<string, unknown>, fields: string | undefined, where: string): string | undefined {
+  if (fields !== undefined || value['fields'] !== undefined) return fields;
+  const inferred = inferFields(value);
+  if (inferred === null) throw new InputError(`${where}: no "fields" and no known keys (text, question+answer, vision+caption); add "fields" to the line or pass --fields`);
+  return inferred;
+}
+
 export interface Manifest {
   file: string;
   text: string;
@@ -77,14 +88,7 @@ export function readManifest(file: string, opts: ManifestOptions): Manifest {
     try {
       const record = parseJsonlLine(l.text, l.line, file);
       const where = `${file}:${l.line}`;
-      let fields = opts.fields;
-      if (fields === undefined && record.value['fields'] === undefined) {
-        const inferred = inferFields(record.value);
-        if (inferred === null) {
-          throw new InputError(`${where}: no "fields" and no known keys (text, question+answer, vision+caption); add "fields" to the line or pass --fields`);
-        }
-        fields = inferred;
-      }
+      const fields = recordFields(record.value, opts.fields, where);
       const visionFiles: string[] = [];
       for (const [k, v] of Object.entries(record.value)) {
         if (!isVisionKey(k) || typeof v !== 'string') continue;

@@ -7,7 +7,7 @@ import { fromModelRange, LWM_IMAGE_SIZE, preprocessImage } from '../../data/prep
 import { FRAME_SIDE, TOKENS_PER_FRAME } from '../../data/visionTokens.js';
 import { loadVqgan, vqganWeightsHash } from '../checkpoint/vqgan.js';
 import { CodesCache, codesCacheKey, samplingOptions, visionKind, type Sampling } from './codes.js';
-import { sha256OfFile } from './format.js';
+import { sha256OfFile } from '../checkpoint/files.js';
 
 export interface PreviewOptions {
   /** Vision files in manifest order; frames are taken from the first ones. */

@@ -7,6 +7,7 @@ import { processExample } from '../../data/examples.js';
 import { packDocuments, type LossWeighting, type PackedRows } from '../../data/packing.js';
 import { defaultTokenizer, type Tokenizer } from '../../data/tokenizer.js';
 import { TOKENS_PER_FRAME } from '../../data/visionTokens.js';
+import { sha256OfFile } from '../checkpoint/files.js';
 import { loadVqgan, readVqganConfig, vqganWeightsHash } from '../checkpoint/vqgan.js';
 import { CodesCache, codesCacheKey, describeSampling, encodeVisionFile, removeStaleTemporaries, type Sampling, type VisionCodesResult } from './codes.js';
 import {
@@ -15,7 +16,6 @@ import {
   PREPARED_INFO_FILE,
   PREPARED_VERSION,
   ROWS_DIR,
-  sha256OfFile,
   TOKENS_DIR,
   writePreparedInfo,
   writeRowShard,

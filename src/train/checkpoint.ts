@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { CheckpointError } from '../../ops/errors.js';
 import type { LlamaConfig } from '../../models/config.js';
 import { paramSpecs } from '../../models/params.js';
+import { isProcessAlive } from '../checkpoint/files.js';
 import { readModelConfig, saveModel } from '../checkpoint/modelDir.js';
 import { readSafetensorsHeader, readTensorF32, readWeightIndex, writeSafetensors } from '../checkpoint/safetensors.js';
 import type { Trainer } from './trainer.js';
@@ -85,19 +86,12 @@ export function saveCheckpoint(root: string, trainer: Trainer, state: TrainerSta
   return final;
 }
 
-/** Half-written checkpoints of processes that died mid-save. */
+/** Half-written checkpoints of processes that died mid-save (and this process's own, about to be redone). */
 function removeDeadTemporaries(parent: string): void {
   for (const n of fs.readdirSync(parent)) {
     const m = /^\.step-\d{8}\.tmp-(\d+)$/.exec(n);
-    if (!m) continue;
-    let alive = Number(m[1]) === process.pid;
-    try {
-      if (!alive) process.kill(Number(m[1]), 0);
-      alive = true;
-    } catch {
-      /* no such process */
-    }
-    if (!alive || Number(m[1]) === process.pid) fs.rmSync(path.join(parent, n), { recursive: true, force: true });
+    const pid = m ? Number(m[1]) : NaN;
+    if (m && (pid === process.pid || !isProcessAlive(pid))) fs.rmSync(path.join(parent, n), { recursive: true, force: true });
   }
 }
 

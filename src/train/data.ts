@@ -6,7 +6,7 @@ import { parseJsonl, processExample } from '../../data/examples.js';
 import { packDocuments, type LossWeighting } from '../../data/packing.js';
 import type { Tokenizer } from '../../data/tokenizer.js';
 import { openPrepared } from '../prepare/format.js';
-import { inferFields } from '../prepare/manifest.js';
+import { recordFields } from '../prepare/manifest.js';
 
 /** Training rows from an `lwm prepare` folder (fixed row length) or a JSONL text file (packed here). */
 export interface TrainRows {
@@ -39,14 +39,9 @@ export function openTrainRows(data: string, o: RowsOptions): TrainRows {
   const source = path.basename(data);
   const records = parseJsonl(fs.readFileSync(data, 'utf8'), source);
   // Fields as lwm prepare decides them: --fields, else the line's own, else inferred from its keys.
-  const examples = records.map((rec) => {
-    let fields = o.fields;
-    if (fields === undefined && rec.value['fields'] === undefined) {
-      fields = inferFields(rec.value) ?? undefined;
-      if (fields === undefined) throw new InputError(`${source}:${rec.line}: no "fields" and no known keys (text, question+answer); add "fields" or pass --fields`);
-    }
-    return processExample(rec, { tokenizer: o.tokenizer, fields, source, baseDir: path.dirname(path.resolve(data)) });
-  });
+  const examples = records.map((rec) =>
+    processExample(rec, { tokenizer: o.tokenizer, fields: recordFields(rec.value, o.fields, `${source}:${rec.line}`), source, baseDir: path.dirname(path.resolve(data)) }),
+  );
   if (examples.length === 0) throw new InputError(`${data}: no examples`);
   const packed = packDocuments(
     examples.map((e) => ({ tokens: e.tokens, visionMask: e.visionMask, lossMask: e.lossMask })),

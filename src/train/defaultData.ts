@@ -20,6 +20,7 @@ import { findFfmpeg } from '../../data/ffmpeg.js';
 import { mulberry32 } from '../../data/batches.js';
 import { passkeyDataset, passkeyExample, type PasskeyRecord } from '../../data/passkey.js';
 import { initVqganParams, vqganConfig, VQGAN_TINY } from '../../models/vqgan/config.js';
+import { isProcessAlive, swapDirectory } from '../checkpoint/files.js';
 import { saveVqgan } from '../checkpoint/vqgan.js';
 import { CACHE_DIR, readPreparedInfo, type PreparedStats } from '../prepare/format.js';
 import { prepareDataset, type PrepareEvent } from '../prepare/run.js';
@@ -149,14 +150,6 @@ function checkReplaceable(dir: string): void {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Deletes build folders of DIR left by killed processes. */
 function removeStaleBuilds(dir: string): void {
@@ -164,7 +157,7 @@ function removeStaleBuilds(dir: string): void {
   const re = new RegExp(`^\\.${path.basename(dir).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(?:tmp|old)-(\\d+)-[0-9a-f]+$`);
   for (const name of fs.readdirSync(parent)) {
     const m = re.exec(name);
-    if (m && !isAlive(Number(m[1]))) fs.rmSync(path.join(parent, name), { recursive: true, force: true });
+    if (m && !isProcessAlive(Number(m[1]))) fs.rmSync(path.join(parent, name), { recursive: true, force: true });
   }
 }
 
@@ -303,15 +296,7 @@ export async function ensureDefaultDataset(dir: string, opts: DefaultDataOptions
         return result(target, theirs, true);
       }
       checkReplaceable(target);
-      const old = path.join(parent, `.${path.basename(target)}.old-${tag}`);
-      fs.renameSync(target, old);
-      try {
-        fs.renameSync(tmp, target);
-      } catch (e) {
-        fs.renameSync(old, target);
-        throw e;
-      }
-      fs.rmSync(old, { recursive: true, force: true });
+      swapDirectory(tmp, target, tag);
     } else {
       try {
         fs.renameSync(tmp, target);

@@ -2,19 +2,10 @@ import * as tf from '@tensorflow/tfjs';
 import { InputError } from '../../ops/errors.js';
 import type { RingGroup, RingLayout } from '../../ops/index.js';
 import type { LlamaModel } from '../../models/llama.js';
+import type { PackedRow } from '../../data/batches.js';
 
-/** Row-major [rows, length] arrays of one (micro-)batch, as BatchIterator yields them. */
-export interface LossBatch {
-  rows: number;
-  length: number;
-  inputTokens: Int32Array;
-  targetTokens: Int32Array;
-  inputVisionMask: Uint8Array;
-  targetVisionMask: Uint8Array;
-  segmentIds: Int32Array;
-  positions: Int32Array;
-  lossWeights: Float32Array;
-}
+/** Row-major [rows, length] arrays of one (micro-)batch, as BatchIterator yields them (the 0/1 mask is not needed). */
+export type LossBatch = Omit<PackedRow, 'lossMask'> & { rows: number; length: number };
 
 export interface LossOptions {
   /** Sequence parallel: this rank holds its layout share of every row. */

@@ -10,6 +10,7 @@ import { BatchIterator, type Batch, type BatchState } from '../../data/batches.j
 import type { LossWeighting } from '../../data/packing.js';
 import { loadTokenizer } from '../../data/tokenizer.js';
 import { loadModel } from '../checkpoint/modelDir.js';
+import { writeFileAtomic } from '../checkpoint/safetensors.js';
 import type { ProcessGroup } from '../distributed/processGroup.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { openTrainRows, rowRange, type TrainRows } from './data.js';
@@ -366,9 +367,7 @@ function truncateMetrics(file: string, step: number): void {
         return false; // a line cut by a kill
       }
     });
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, keep.map((l) => l + '\n').join(''));
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, keep.map((l) => l + '\n').join(''));
 }
 
 function readHistory(file: string): { train: [number, number][]; eval: [number, number][] } {
