@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { InputError } from '../ops/errors.js';
 
 /**
  * Keys and values of every layer for the tokens seen so far, so each decode step only runs the
@@ -48,6 +49,50 @@ export class KVCache {
   /** Called by the model after all layers appended `n` tokens. */
   advance(n: number): void {
     this.length += n;
+  }
+
+  /** Cached [k, v] of one layer (owned by the cache; null before the first forward). */
+  layer(i: number): [tf.Tensor4D, tf.Tensor4D] | null {
+    const k = this.keys[i];
+    const v = this.values[i];
+    return k && v ? [k, v] : null;
+  }
+
+  /** Restores saved keys/values (the cache takes ownership), e.g. from a prompt-cache file. */
+  static fromLayers(layers: readonly [tf.Tensor4D, tf.Tensor4D][]): KVCache {
+    const c = new KVCache(layers.length);
+    layers.forEach(([k, v], i) => {
+      if (k.shape.join() !== v.shape.join() || k.shape[1] !== layers[0]![0].shape[1]) {
+        throw new InputError(`KVCache.fromLayers: layer ${i} keys [${k.shape}] and values [${v.shape}] disagree with layer 0`);
+      }
+      c.keys[i] = tf.keep(k);
+      c.values[i] = tf.keep(v);
+    });
+    c.length = layers[0]?.[0].shape[1] ?? 0;
+    return c;
+  }
+
+  /**
+   * Forgets every token after the first n, so a cached prompt can be reused for a new prompt
+   * that shares only its first n tokens.
+   */
+  truncate(n: number): void {
+    if (!Number.isInteger(n) || n < 0 || n > this.length) throw new InputError(`KVCache.truncate: ${n} is outside [0, ${this.length}]`);
+    if (n === this.length) return;
+    if (n === 0) {
+      this.dispose();
+      return;
+    }
+    const cut = <T extends tf.Tensor>(t: T | null): T | null => {
+      if (!t) return null;
+      const s = tf.keep(tf.slice(t, 0, [t.shape[0]!, n]) as T);
+      t.dispose();
+      return s;
+    };
+    this.keys = this.keys.map(cut);
+    this.values = this.values.map(cut);
+    this.mask = cut(this.mask);
+    this.length = n;
   }
 
   dispose(): void {

@@ -5,7 +5,7 @@ export { groupNorm, type GroupNormOptions } from './groupNorm.js';
 export { ropeFrequencies, ropeAngles, applyRope, type RopeLayout } from './rope.js';
 export { attention, type AttentionOptions } from './attention.js';
 export { FUSED_ATTENTION } from './native/attentionKernel.js';
-export { Rng, sampleToken, validateSampling, argmax, logSoftmax, topEntries, type SamplingOptions } from './sample.js';
+export { Rng, sampleToken, validateSampling, applyRepeatPenalty, argmax, logSoftmax, topEntries, type SamplingOptions } from './sample.js';
 export {
   loadAddon,
   addonStatus,

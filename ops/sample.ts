@@ -38,6 +38,10 @@ export interface SamplingOptions {
   topP?: number;
   /** Drop tokens whose probability is below minP times the top token's; 0 = off. */
   minP?: number;
+  /** > 1 discourages tokens seen in the last repeatLastN tokens (llama.cpp / CTRL rule); 1 = off. */
+  repeatPenalty?: number;
+  /** How far back the repeat penalty looks, prompt included. Default 64 (llama.cpp's). */
+  repeatLastN?: number;
 }
 
 export function validateSampling(o: SamplingOptions): void {
@@ -49,6 +53,25 @@ export function validateSampling(o: SamplingOptions): void {
   if (!(p > 0 && p <= 1)) throw new InputError(`top-p must be in (0, 1], got ${p}`);
   const m = o.minP ?? 0;
   if (!(m >= 0 && m < 1)) throw new InputError(`min-p must be in [0, 1), got ${m}`);
+  const r = o.repeatPenalty ?? 1;
+  if (!(r > 0) || !Number.isFinite(r)) throw new InputError(`repeat-penalty must be > 0 (1 = off), got ${r}`);
+  const n = o.repeatLastN ?? 64;
+  if (!Number.isInteger(n) || n < 0) throw new InputError(`repeat-last-n must be a non-negative integer, got ${n}`);
+}
+
+/**
+ * Returns logits with every token of `recent` penalised once: positive logits divided by the
+ * penalty, negative ones multiplied, so the token always becomes less likely. Copies; the input is untouched.
+ */
+export function applyRepeatPenalty(logits: ArrayLike<number>, recent: Iterable<number>, penalty: number): Float32Array {
+  const out = Float32Array.from(logits);
+  if (penalty === 1) return out;
+  for (const id of new Set(recent)) {
+    if (id < 0 || id >= out.length) continue;
+    const v = out[id]!;
+    out[id] = v > 0 ? v / penalty : v * penalty;
+  }
+  return out;
 }
 
 export function argmax(x: ArrayLike<number>): number {

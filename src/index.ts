@@ -43,7 +43,11 @@ export {
   type LoadVqganOptions,
   type SaveVqganOptions,
 } from './checkpoint/vqgan.js';
-export { generate, generateTokens, validatePrompt, type GenerateOptions, type GenerateResult, type GenerateStep } from './generate.js';
+export { generate, generateTokens, prefillCache, validatePrompt, type GenerateOptions, type GenerateResult, type GenerateStep, type StopReason } from './generate.js';
+export { streamText, generateText, StopStringMatcher, type TextGenerateOptions, type TextResult } from './textStream.js';
+
+// Chat: LWM's templates, multi-turn sessions over one KV cache, media codes and prompt caches
+export * from './chat/index.js';
 export { createModel } from './createModel.js';
 export { writeGguf, readGgufHeader } from './checkpoint/gguf.js';
 
