@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { chatCommand } from './commands/chat.js';
 import { doctorCommand } from './commands/doctor.js';
 import { generateCommand } from './commands/generate.js';
 import { launchCommand } from './commands/launch.js';
@@ -15,6 +16,7 @@ await yargs(argv)
   // A flag given twice (e.g. in a script and again by hand) takes the last value, like most CLIs.
   .parserConfiguration({ 'duplicate-arguments-array': false })
   .usage('$0 <command> [options]\n\nLarge World Model (LWM) on TensorFlow.js: long-context text and video-language models without Python.')
+  .command(chatCommand)
   .command(generateCommand)
   .command(doctorCommand)
   .command(launchCommand)

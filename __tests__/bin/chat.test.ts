@@ -1,0 +1,121 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { createModel, defaultTokenizer, saveModel, userTurnTokens } from '../../src/index.js';
+import { cliPath, fixture, tmpDir } from '../helpers/paths.js';
+import { makeClip, saveTinyVqgan } from '../helpers/media.js';
+
+function lwm(args: string[], opts: { env?: Record<string, string>; input?: string } = {}) {
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', env: { ...process.env, ...opts.env }, input: opts.input, timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function expectOneLineError(r: ReturnType<typeof lwm>, pattern: RegExp): void {
+  expect(r.code).toBe(1);
+  const lines = r.stderr.trim().split('\n');
+  expect(lines[lines.length - 1]).toMatch(pattern);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+const model = fixture('tiny-lwm-text');
+const tok = defaultTokenizer();
+let work: string;
+beforeAll(() => {
+  work = tmpDir('chat-cli');
+});
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+describe('lwm chat', () => {
+  it('answers one question greedily with exactly what lwm generate gives on the same template tokens', () => {
+    const q = 'What is the capital of France?';
+    const chat = lwm(['chat', '-m', model, '-p', q, '-n', '12', '--json']);
+    expect(chat.code).toBe(0);
+    const ids = userTurnTokens(tok, { text: q }, true).tokens;
+    const gen = lwm(['generate', '-m', model, '--prompt-tokens', ids.join(','), '-n', '12', '--json']);
+    expect(gen.code).toBe(0);
+    const a = JSON.parse(chat.stdout);
+    const b = JSON.parse(gen.stdout);
+    expect(a.tokens).toEqual(b.tokens);
+    expect(a.text).toBe(b.text);
+    expect(a.usage.prompt_tokens).toBe(ids.length);
+    // Without --json the same text streams to stdout.
+    expect(lwm(['chat', '-m', model, '-p', q, '-n', '12']).stdout).toBe(`${b.text}\n`);
+  });
+
+  it('applies every --stop of a repeated flag, cutting the answer before the first one found', () => {
+    const full = JSON.parse(lwm(['chat', '-m', model, '-p', 'Tell me a story', '-n', '16', '--json']).stdout).text as string;
+    const stop = full.slice(8, 12);
+    const r = JSON.parse(lwm(['chat', '-m', model, '-p', 'Tell me a story', '-n', '16', '--json', '--stop', 'no such text', '--stop', stop]).stdout);
+    expect(r.text).toBe(full.slice(0, full.indexOf(stop)));
+    expect(r.stopped_by).toBe('stop-string');
+  });
+
+  it('keeps a multi-turn conversation over stdin; /reset starts again', () => {
+    const q = 'What is the capital of France?';
+    const r = lwm(['chat', '-m', model, '-n', '6', '--json'], { input: `${q}\nAnd of Italy?\n/reset\n${q}\n` });
+    expect(r.code).toBe(0);
+    const turns = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(turns).toHaveLength(3);
+    const single = JSON.parse(lwm(['chat', '-m', model, '-p', q, '-n', '6', '--json']).stdout);
+    expect(turns[0].tokens).toEqual(single.tokens);
+    expect(turns[2].tokens).toEqual(single.tokens);
+    // The second turn is only "</s>USER: And of Italy? ASSISTANT:".
+    expect(turns[1].usage.prompt_tokens).toBe(1 + userTurnTokens(tok, { text: 'And of Italy?' }, false).tokens.length);
+    expect(r.stderr).toMatch(/new conversation/);
+  });
+
+  it('reuses a --prompt-cache for a second question about the same document', () => {
+    const doc = path.join(work, 'book.txt');
+    fs.writeFileSync(doc, 'Once upon a time a fox lived by the river and counted the boats. '.repeat(30));
+    const cache = path.join(work, 'book.kv');
+    const one = JSON.parse(lwm(['chat', '-m', model, '-f', doc, '--prompt-cache', cache, '-p', 'Who lived there?', '-n', '4', '--json']).stdout);
+    expect(one.usage.reused_prompt_tokens).toBe(0);
+    const two = lwm(['chat', '-m', model, '-f', doc, '--prompt-cache', cache, '-p', 'What did it count?', '-n', '4', '--json', '--timings']);
+    expect(two.code).toBe(0);
+    const docTokens = userTurnTokens(tok, { text: '', document: fs.readFileSync(doc, 'utf8') }, true).documentTokens + 1;
+    expect(JSON.parse(two.stdout).usage.reused_prompt_tokens).toBe(docTokens);
+    expect(two.stderr).toMatch(/prompt: \d+ tokens \(\d+ reused from the prompt cache\), [\d.]+ tok\/s, time to first token \d+ ms \| generated: 4 tokens/);
+  });
+
+  it('encodes a video once: a second run reads the cached codes without ffmpeg or the VQGAN', () => {
+    const modelDir = path.join(work, 'vision-model');
+    const m = createModel('tiny-vision', { overrides: { maxSeqLen: 4096 } });
+    saveModel(modelDir, m);
+    m.dispose();
+    saveTinyVqgan(path.join(modelDir, 'vqgan'));
+    const clip = makeClip(work, 'clip.mp4', 64, 48, 10, 6);
+    const codes = path.join(work, 'codes');
+    const args = ['chat', '-m', modelDir, '--video', clip, '--max-frames', '3', '--codes-cache', codes, '-p', 'What happens?', '-n', '3', '--json'];
+    const first = lwm(args);
+    expect(first.code).toBe(0);
+    const a = JSON.parse(first.stdout);
+    expect(a.media).toEqual([expect.objectContaining({ kind: 'video', frames: 3, cached: false })]);
+    // The prompt holds the video: 3 frames x 257 tokens + <vision></vision>.
+    expect(a.usage.prompt_tokens).toBeGreaterThan(3 * 257 + 6);
+    const second = lwm(args, { env: { LWM_FFMPEG: path.join(work, 'no-such-ffmpeg') } });
+    expect(second.code).toBe(0);
+    const b = JSON.parse(second.stdout);
+    expect(b.media).toEqual([expect.objectContaining({ frames: 3, cached: true })]);
+    expect(b.tokens).toEqual(a.tokens);
+    // Proof the check can fail: a new file with the broken ffmpeg does need decoding.
+    const other = makeClip(work, 'other.mp4', 64, 48, 10, 4);
+    const third = lwm([...args.slice(0, 3), '--video', other, ...args.slice(5)], { env: { LWM_FFMPEG: path.join(work, 'no-such-ffmpeg') } });
+    expect(third.code).toBe(1);
+  });
+
+  it('gives one-line errors for bad input', () => {
+    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--file', path.join(work, 'missing.txt')]), /--file .*missing\.txt: no such file/);
+    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--fps', '1', '--max-frames', '2']), /--fps or --max-frames, not both/);
+    const img = path.join(work, 'x.png');
+    fs.writeFileSync(img, 'not really a png');
+    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--image', img]), /need a VQGAN|text model/);
+    const long = path.join(work, 'long.txt');
+    fs.writeFileSync(long, 'word '.repeat(5000));
+    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '-f', long]), /would need \d+ tokens .*context is 4096; pass --truncate/);
+    const cut = lwm(['chat', '-m', model, '-p', 'q', '-f', long, '--truncate', '-n', '2', '--json']);
+    expect(cut.code).toBe(0);
+    expect(JSON.parse(cut.stdout).usage.truncated_document_tokens).toBeGreaterThan(0);
+    expect(cut.stderr).toMatch(/cut \d+ tokens from the end of the document/);
+  });
+});

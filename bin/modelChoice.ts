@@ -1,0 +1,49 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createModel, InputError, latestCheckpoint, loadModel, paramCount, presetConfig, type LlamaModel } from '../src/index.js';
+import { note } from './output.js';
+
+/** Where `lwm train` writes by default; chat, serve and eval look there for a model first. */
+export const DEFAULT_TRAIN_OUT = 'lwm-out';
+
+export interface ModelChoice {
+  model: LlamaModel;
+  /** The folder it came from (for the tokenizer and a vqgan/ subfolder); undefined for a preset. */
+  dir?: string;
+  /** For messages and the API's model id. */
+  name: string;
+}
+
+/**
+ * The model a command runs: --model DIR, else --preset, else the newest checkpoint of the
+ * default training run (./lwm-out/checkpoints/step-N), else the built-in tiny preset with random
+ * weights (so every command works on a fresh machine), with a note on stderr saying which.
+ */
+export function chooseModel(command: string, a: { model?: string; preset?: string; ropeTheta?: number; fallbackPreset?: string }): ModelChoice {
+  if (a.model && a.preset) throw new InputError('give either --model or --preset, not both');
+  const overrides = a.ropeTheta !== undefined ? { ropeTheta: a.ropeTheta } : {};
+  if (a.model) return { model: loadModel(a.model, overrides), dir: a.model, name: path.basename(path.resolve(a.model)) };
+  if (!a.preset) {
+    const latest = latestCheckpoint(DEFAULT_TRAIN_OUT);
+    if (latest && fs.existsSync(path.join(latest.dir, 'config.json'))) {
+      note(`lwm ${command}: no --model given, using the newest training checkpoint ${latest.dir}`);
+      return { model: loadModel(latest.dir, overrides), dir: latest.dir, name: path.basename(latest.dir) };
+    }
+  }
+  const preset = a.preset ?? a.fallbackPreset ?? 'tiny';
+  if (!a.preset) note(`lwm ${command}: no --model given, using the built-in '${preset}' preset with random weights (its output is noise); pass --model DIR for a real model`);
+  const config = presetConfig(preset, overrides);
+  const bytes = paramCount(config) * 4;
+  if (bytes > os.totalmem() * 0.7) {
+    throw new InputError(`random '${preset}' weights need ${(bytes / 2 ** 30).toFixed(1)} GiB in float32, more than this machine's ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB allows; use a smaller preset`);
+  }
+  return { model: createModel(preset, { overrides }), name: preset };
+}
+
+/** The VQGAN for images and videos: --vqgan, else the model folder's vqgan/ subfolder (LWM-Chat's Jax release layout). */
+export function chooseVqgan(vqgan: string | undefined, modelDir: string | undefined): string | undefined {
+  if (vqgan) return vqgan;
+  if (modelDir && fs.existsSync(path.join(modelDir, 'vqgan', 'config.json'))) return path.join(modelDir, 'vqgan');
+  return undefined;
+}
