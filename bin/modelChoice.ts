@@ -20,9 +20,10 @@ export interface ModelChoice {
  * default training run (./lwm-out/checkpoints/step-N), else the built-in tiny preset with random
  * weights (so every command works on a fresh machine), with a note on stderr saying which.
  */
-export function chooseModel(command: string, a: { model?: string; preset?: string; ropeTheta?: number; fallbackPreset?: string }): ModelChoice {
+export function chooseModel(command: string, a: { model?: string; preset?: string; ropeTheta?: number; context?: number; fallbackPreset?: string }): ModelChoice {
   if (a.model && a.preset) throw new InputError('give either --model or --preset, not both');
-  const overrides = a.ropeTheta !== undefined ? { ropeTheta: a.ropeTheta } : {};
+  if (a.context !== undefined && !(Number.isInteger(a.context) && a.context > 0)) throw new InputError(`--context must be a positive integer, got ${a.context}`);
+  const overrides = { ...(a.ropeTheta !== undefined ? { ropeTheta: a.ropeTheta } : {}), ...(a.context !== undefined ? { maxSeqLen: a.context } : {}) };
   if (a.model) return { model: loadModel(a.model, overrides), dir: a.model, name: path.basename(path.resolve(a.model)) };
   if (!a.preset) {
     const latest = latestCheckpoint(DEFAULT_TRAIN_OUT);

@@ -1,49 +1,113 @@
 import * as tf from '@tensorflow/tfjs';
 import { InputError } from '../ops/errors.js';
 
+/** Capacity grows by half again each time (rounded to this), so appends are amortised O(1). */
+const CAPACITY_STEP = 256;
+
+/**
+ * The cpu backend keeps a tensor's values in a plain typed array, which the cache can write into:
+ * appending one token then costs one token's copy instead of a copy of the whole cache (for a
+ * 32K context, 2 GB per generated token). Other backends (tfjs-node) get concatenation.
+ */
+function backendValues(t: tf.Tensor): Float32Array | null {
+  if (tf.getBackend() !== 'cpu') return null;
+  const data = (tf.backend() as unknown as { data?: { get(id: object): { values?: unknown } | undefined } }).data;
+  const values = data?.get(t.dataId)?.values;
+  return values instanceof Float32Array && values.length === t.size ? values : null;
+}
+
 /**
  * Keys and values of every layer for the tokens seen so far, so each decode step only runs the
- * new token. Owns its tensors: the model replaces them step by step, `dispose()` frees them.
- * Layout per layer: [B, S, Hkv, D] (after RoPE).
+ * new token. Owns its tensors; `dispose()` frees them. Layout per layer: [B, S, Hkv, D] after RoPE.
+ *
+ * On the cpu backend the tensors handed to attention are buffers of `capacity >= length` rows
+ * written in place; rows past the current tokens are never visible to a query because attention
+ * is causal with queryOffset = length. Elsewhere they are exactly `length` rows.
  */
 export class KVCache {
   private keys: (tf.Tensor4D | null)[];
   private values: (tf.Tensor4D | null)[];
-  /** [B, S] 1 = real token, 0 = padding; null while every cached token is real. */
+  /** [B, length] 1 = real token, 0 = padding; null while every cached token is real. */
   private mask: tf.Tensor2D | null = null;
   /** Tokens cached (same for every layer once a forward pass completes). */
   length = 0;
+  /** Rows of the in-place buffers (0 in concatenation mode). */
+  private capacity = 0;
+  readonly inPlace: boolean;
 
-  constructor(readonly numLayers: number) {
+  constructor(
+    readonly numLayers: number,
+    opts: { inPlace?: boolean } = {},
+  ) {
     this.keys = new Array(numLayers).fill(null);
     this.values = new Array(numLayers).fill(null);
+    this.inPlace = opts.inPlace ?? tf.getBackend() === 'cpu';
+  }
+
+  /** Rows the keys passed to attention have when `n` more tokens are appended. */
+  private keyRows(n: number): number {
+    const need = this.length + n;
+    if (!this.inPlace) return need;
+    if (need > this.capacity) {
+      const grown = Math.max(need, Math.floor(this.capacity * 1.5));
+      this.capacity = Math.ceil(grown / CAPACITY_STEP) * CAPACITY_STEP;
+    }
+    return this.capacity;
   }
 
   /** Appends this step's k/v for one layer and returns the full cached k/v (owned by the cache). */
   append(layer: number, k: tf.Tensor4D, v: tf.Tensor4D): [tf.Tensor4D, tf.Tensor4D] {
-    const oldK = this.keys[layer] ?? null;
-    const oldV = this.values[layer] ?? null;
-    const newK = tf.keep(oldK ? (tf.concat([oldK, k], 1) as tf.Tensor4D) : k.clone());
-    const newV = tf.keep(oldV ? (tf.concat([oldV, v], 1) as tf.Tensor4D) : v.clone());
-    oldK?.dispose();
-    oldV?.dispose();
-    this.keys[layer] = newK;
-    this.values[layer] = newV;
-    return [newK, newV];
+    const rows = this.keyRows(k.shape[1]);
+    if (!this.inPlace) {
+      const cat = (old: tf.Tensor4D | null, x: tf.Tensor4D) => tf.keep(old ? (tf.concat([old, x], 1) as tf.Tensor4D) : x.clone());
+      const [nk, nv] = [cat(this.keys[layer] ?? null, k), cat(this.values[layer] ?? null, v)];
+      this.keys[layer]?.dispose();
+      this.values[layer]?.dispose();
+      this.keys[layer] = nk;
+      this.values[layer] = nv;
+      return [nk, nv];
+    }
+    this.keys[layer] = this.write(this.keys[layer] ?? null, k, rows);
+    this.values[layer] = this.write(this.values[layer] ?? null, v, rows);
+    return [this.keys[layer]!, this.values[layer]!];
+  }
+
+  /** Writes x at rows length.. of buf (grown to `rows` rows first if needed). */
+  private write(buf: tf.Tensor4D | null, x: tf.Tensor4D, rows: number): tf.Tensor4D {
+    const [b, t, h, d] = x.shape;
+    const row = h * d;
+    if (!buf || buf.shape[1] !== rows) {
+      const grown = tf.keep(tf.zeros([b, rows, h, d], 'float32') as tf.Tensor4D);
+      const dst = backendValues(grown);
+      if (!dst) throw new InputError('KVCache: the cpu backend did not expose a float32 buffer; create the cache with { inPlace: false }');
+      if (buf) {
+        const src = backendValues(buf)!;
+        const old = buf.shape[1];
+        for (let i = 0; i < b; i++) dst.set(src.subarray(i * old * row, (i * old + this.length) * row), i * rows * row);
+        buf.dispose();
+      }
+      buf = grown;
+    }
+    const dst = backendValues(buf)!;
+    const src = x.dtype === 'float32' ? (x.dataSync() as Float32Array) : Float32Array.from(x.dataSync());
+    for (let i = 0; i < b; i++) dst.set(src.subarray(i * t * row, (i + 1) * t * row), (i * rows + this.length) * row);
+    return buf;
   }
 
   /**
    * Records the padding mask of `n` new tokens (null = all real) and returns the mask of every
-   * cached key, or null when there is no padding anywhere.
+   * key row attention will see (zeros past the tokens), or null when there is no padding anywhere.
    */
   appendMask(batch: number, n: number, newMask: tf.Tensor2D | null): tf.Tensor2D | null {
+    const rows = this.keyRows(n);
     if (!newMask && !this.mask) return null;
     const prev = this.mask ?? tf.ones([batch, this.length], 'float32');
     const add = newMask ? tf.cast(newMask, 'float32') : tf.ones([batch, n], 'float32');
     const next = tf.keep(tf.concat([prev, add], 1) as tf.Tensor2D);
     this.mask?.dispose();
     this.mask = next;
-    return next;
+    const total = this.length + n;
+    return rows > total ? (tf.pad(next, [[0, 0], [0, rows - total]]) as tf.Tensor2D) : next;
   }
 
   /** Called by the model after all layers appended `n` tokens. */
@@ -51,24 +115,34 @@ export class KVCache {
     this.length += n;
   }
 
-  /** Cached [k, v] of one layer (owned by the cache; null before the first forward). */
+  /** Copies of one layer's cached [k, v], exactly `length` rows (the caller disposes them); null before the first forward. */
   layer(i: number): [tf.Tensor4D, tf.Tensor4D] | null {
     const k = this.keys[i];
     const v = this.values[i];
-    return k && v ? [k, v] : null;
+    if (!k || !v) return null;
+    // A real copy: on the cpu backend a slice may be a view of the buffer that later appends overwrite.
+    const copy = (t: tf.Tensor4D) => {
+      const [b, , h, d] = t.shape;
+      const all = t.dataSync() as Float32Array;
+      const out = new Float32Array(b * this.length * h * d);
+      const row = h * d;
+      for (let i = 0; i < b; i++) out.set(all.subarray(i * t.shape[1] * row, (i * t.shape[1] + this.length) * row), i * this.length * row);
+      return tf.tensor4d(out, [b, this.length, h, d]);
+    };
+    return [copy(k), copy(v)];
   }
 
-  /** Restores saved keys/values (the cache takes ownership), e.g. from a prompt-cache file. */
-  static fromLayers(layers: readonly [tf.Tensor4D, tf.Tensor4D][]): KVCache {
-    const c = new KVCache(layers.length);
+  /** Restores saved keys/values (copied; the caller still owns the inputs), e.g. from a prompt-cache file. */
+  static fromLayers(layers: readonly [tf.Tensor4D, tf.Tensor4D][], opts: { inPlace?: boolean } = {}): KVCache {
+    const c = new KVCache(layers.length, opts);
+    const n = layers[0]?.[0].shape[1] ?? 0;
     layers.forEach(([k, v], i) => {
-      if (k.shape.join() !== v.shape.join() || k.shape[1] !== layers[0]![0].shape[1]) {
+      if (k.shape.join() !== v.shape.join() || k.shape[1] !== n) {
         throw new InputError(`KVCache.fromLayers: layer ${i} keys [${k.shape}] and values [${v.shape}] disagree with layer 0`);
       }
-      c.keys[i] = tf.keep(k);
-      c.values[i] = tf.keep(v);
+      c.append(i, k, v);
     });
-    c.length = layers[0]?.[0].shape[1] ?? 0;
+    c.advance(n);
     return c;
   }
 
@@ -89,8 +163,11 @@ export class KVCache {
       t.dispose();
       return s;
     };
-    this.keys = this.keys.map(cut);
-    this.values = this.values.map(cut);
+    // In-place buffers keep their rows: the stale ones are past `length`, invisible until overwritten.
+    if (!this.inPlace) {
+      this.keys = this.keys.map(cut);
+      this.values = this.values.map(cut);
+    }
     this.mask = cut(this.mask);
     this.length = n;
   }
@@ -101,5 +178,6 @@ export class KVCache {
     this.values.fill(null);
     this.mask = null;
     this.length = 0;
+    this.capacity = 0;
   }
 }

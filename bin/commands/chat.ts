@@ -42,6 +42,7 @@ interface ChatArgs {
   truncate: boolean;
   'prefill-chunk': number;
   'rope-theta'?: number;
+  context?: number;
   timings: boolean;
   json: boolean;
   debug?: boolean;
@@ -76,6 +77,7 @@ export const chatCommand: CommandModule<object, ChatArgs> = {
       .option('truncate', { type: 'boolean', default: false, describe: 'Cut an over-long document to fit the context instead of refusing' })
       .option('prefill-chunk', { type: 'number', default: 512, describe: 'Prompt tokens per forward pass (bounds memory for long prompts)' })
       .option('rope-theta', { type: 'number', describe: "Override the model's RoPE theta" })
+      .option('context', { type: 'number', describe: "Override the model's context length (max_sequence_length)" })
       .option('timings', { type: 'boolean', default: false, describe: 'Print prompt and generation speed to stderr after each answer' })
       .option('json', { type: 'boolean', default: false, describe: 'Print one JSON object per answer instead of streaming text' })
       .example('$0 chat', 'Interactive chat (the newest ./lwm-out checkpoint, or the random tiny model)')
@@ -100,7 +102,7 @@ async function runChat(args: ChatArgs): Promise<void> {
   const a: ChatArgs = { ...args, stop: repeatedValues('stop') ?? args.stop, image: repeatedValues('image') ?? args.image, video: repeatedValues('video') ?? args.video };
   checkArgs(a);
   await initBackend();
-  const choice = chooseModel('chat', { model: a.model, preset: a.preset, ropeTheta: a['rope-theta'] });
+  const choice = chooseModel('chat', { model: a.model, preset: a.preset, ropeTheta: a['rope-theta'], context: a.context });
   const vqgan = chooseVqgan(a.vqgan, choice.dir);
   const sampling: Sampling = a.fps !== undefined ? { fps: a.fps } : { maxFrames: a['max-frames'] ?? 8 };
   const media = vqgan ? new MediaEncoder({ vqgan, cacheDir: a['codes-cache'], sampling }) : undefined;

@@ -44,9 +44,17 @@ export function savePromptCache(file: string, model: LlamaModel, cache: KVCache,
     { name: 'vision', shape: [tokens.length], data: () => Uint8Array.from(visionMask, (b) => (b ? 1 : 0)), dtype: 'U8' },
   ];
   for (let i = 0; i < cache.numLayers; i++) {
-    const kv = cache.layer(i);
-    if (!kv) throw new InputError(`savePromptCache: layer ${i} has no cached keys`);
-    kv.forEach((t, j) => entries.push({ name: `${j ? 'v' : 'k'}.${i}`, shape: t.shape, data: () => t.dataSync() as Float32Array, dtype: 'F32' }));
+    for (const j of [0, 1]) {
+      // One layer's copy at a time, so saving never doubles the cache in memory.
+      const data = () => {
+        const kv = cache.layer(i);
+        if (!kv) throw new InputError(`savePromptCache: layer ${i} has no cached keys`);
+        const out = kv[j]!.dataSync() as Float32Array;
+        tf.dispose(kv);
+        return out;
+      };
+      entries.push({ name: `${j ? 'v' : 'k'}.${i}`, shape: [1, cache.length, model.config.numKvHeads, model.config.headDim], data, dtype: 'F32' });
+    }
   }
   writeSafetensors(file, entries, 'F32', { format: FORMAT, version: VERSION, model: modelFingerprint(model) });
 }
@@ -86,7 +94,11 @@ export function loadPromptCache(file: string, model: LlamaModel): PromptCacheCon
     for (const [k, v] of layers) tf.dispose([k, v]);
     throw e;
   }
-  return { tokens, visionMask, cache: KVCache.fromLayers(layers) };
+  try {
+    return { tokens, visionMask, cache: KVCache.fromLayers(layers) };
+  } finally {
+    for (const [k, v] of layers) tf.dispose([k, v]);
+  }
 }
 
 /** Length of the common start of two token sequences (ids and vision flags both equal). */

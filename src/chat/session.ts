@@ -122,6 +122,7 @@ export class ChatSession {
   }
 
   private async *run(seg: TokenSegment, media: EncodedMedia[], truncatedTokens: number, maxTokens: number, opts: ChatTurnOptions): AsyncGenerator<string, ChatReply> {
+    const t0 = performance.now();
     const reusedTokens = this.reusePromptCache();
     // The model runs what the cache lacks: the tail of the previous answer, then this turn.
     const pending = {
@@ -144,6 +145,7 @@ export class ChatSession {
         savePromptCache(this.opts.promptCache, this.model, this.cache, this.history.tokens.slice(0, this.cache.length), this.history.visionMask.slice(0, this.cache.length));
       }
     }
+    const tStream = performance.now();
     const it = streamText(this.model, this.tokenizer, pending.tokens.slice(head), {
       ...opts,
       maxTokens,
@@ -161,7 +163,9 @@ export class ChatSession {
     // Generated tokens join the history; the cache already holds all but (usually) the last one.
     this.history = concatSegments([this.history, { tokens: reply.tokens, visionMask: reply.tokens.map(() => false) }]);
     this.turns++;
-    return { ...reply, promptTokens: seg.tokens.length, media, reusedTokens, truncatedTokens };
+    // The prompt time covers the whole prefill (and loading a prompt cache), up to the first token.
+    const promptMs = reply.timings.promptMs + (tStream - t0);
+    return { ...reply, timings: { ...reply.timings, promptMs }, promptTokens: seg.tokens.length, media, reusedTokens, truncatedTokens };
   }
 
   /** The whole answer at once. */
