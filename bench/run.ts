@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { attentionAddon } from '../ops/native/attentionKernel.js';
 import { createModel, generate, initBackend, initVqganParams, loadAddon, saveModel, Vqgan, VQGAN_DEFAULTS, writeGguf } from '../src/index.js';
+import { chatBench } from './chat.js';
 import { ringBench } from './ring.js';
 import { trainBench } from './train.js';
 import { best } from './timing.js';
@@ -131,6 +132,13 @@ async function main(): Promise<void> {
     }
   }
   r.m.dispose();
+
+  const chat = await chatBench(quick, process.env['LWM_BENCH_LONG'] === '1');
+  out['chat'] = chat;
+  for (const c of chat) {
+    const what = `chat ${c.preset}, ${c.promptTokens}-token prompt`;
+    rows.push([what, `prompt ${c.promptTokensPerS.toFixed(1)} tok/s, first token ${(c.timeToFirstTokenMs / 1000).toFixed(2)} s, generate ${c.generateTokensPerS.toFixed(1)} tok/s`]);
+  }
 
   // VQGAN: its biggest conv through the native kernel, and (full run) one 256x256 frame encoded.
   {
