@@ -192,16 +192,18 @@ export class LlamaModel {
         throw new InputError(`forward: ${name} has shape [${m.shape.join(', ')}] but the input is [${b}, ${t}]`);
       }
     }
-    this.validateIds(ids, opts.visionMask);
+    this.validateIds(ids, opts.visionMask, opts.sampleMode);
     if (opts.segmentIds && opts.cache) throw new InputError('forward: segmentIds (packed training rows) cannot be combined with a KV cache');
   }
 
   /** Out-of-range ids would silently read garbage rows (NaN in LWM's JAX), so they are refused. */
-  private validateIds(ids: tf.Tensor2D, visionMask?: tf.Tensor2D): void {
+  private validateIds(ids: tf.Tensor2D, visionMask?: tf.Tensor2D, mode?: SampleMode): void {
     const v = ids.dataSync();
     const vm = visionMask?.dataSync();
+    // A lone decode token without a mask is embedded by sampleMode (see embed()), so checked the same way.
+    const loneVision = !vm && this.isVision && ids.shape[1] === 1 && mode === 'vision';
     for (let i = 0; i < v.length; i++) {
-      const isVision = vm ? Boolean(vm[i]) : false;
+      const isVision = vm ? Boolean(vm[i]) : loneVision;
       const limit = isVision ? this.config.visionVocabSize : this.config.vocabSize;
       if (!(v[i]! >= 0 && v[i]! < limit)) {
         throw new InputError(`token id ${v[i]} at position ${i} is outside the ${isVision ? 'vision ' : ''}vocabulary [0, ${limit}); check the prompt token ids`);

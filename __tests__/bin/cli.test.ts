@@ -73,7 +73,7 @@ describe('lwm CLI', () => {
 
   it('bad input: token id outside the vocabulary, over-long prompt, missing config, bad values', () => {
     expectOneLineError(lwm(['generate', '-m', model, '--prompt-tokens', '1,32000']), /^lwm generate: error: prompt token 1 is 32000, outside the vocabulary \[0, 32000\)/);
-    expectOneLineError(lwm(['generate', '-m', model, '--prompt-tokens', new Array(4097).fill(1).join(',')]), /the prompt has 4097 tokens but the model's context is 4096/);
+    expectOneLineError(lwm(['generate', '-m', model, '--prompt-tokens', new Array(4097).fill(1).join(',')]), /the prompt has 4097 tokens, but the model's context is 4096/);
     expectOneLineError(lwm(['generate', '-m', model, '--prompt-tokens', '1,abc']), /'abc' is not a token id/);
     const empty = tmpDir('cli');
     expectOneLineError(lwm(['generate', '-m', empty, '-p', 'x']), /missing config.json/);
