@@ -6,6 +6,7 @@ import { doctorCommand } from './commands/doctor.js';
 import { generateCommand } from './commands/generate.js';
 import { launchCommand } from './commands/launch.js';
 import { prepareCommand } from './commands/prepare.js';
+import { serveCommand } from './commands/serve.js';
 import { trainCommand } from './commands/train.js';
 import { packageVersion } from './version.js';
 
@@ -21,6 +22,7 @@ await yargs(argv)
   .command(doctorCommand)
   .command(launchCommand)
   .command(prepareCommand)
+  .command(serveCommand)
   .command(trainCommand)
   .option('debug', { type: 'boolean', default: false, describe: 'Show stack traces on errors' })
   .demandCommand(1, 'give a command; see lwm --help')

@@ -48,6 +48,12 @@ export { streamText, generateText, StopStringMatcher, type TextGenerateOptions, 
 
 // Chat: LWM's templates, multi-turn sessions over one KV cache, media codes and prompt caches
 export * from './chat/index.js';
+
+// Image and video generation: LWM's vision sampling loop, decoded by the VQGAN to PNG or MP4
+export * from './vision/index.js';
+
+// lwm serve: the OpenAI-compatible HTTP API
+export * from './serve/index.js';
 export { createModel } from './createModel.js';
 export { writeGguf, readGgufHeader } from './checkpoint/gguf.js';
 
