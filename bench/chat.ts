@@ -21,8 +21,8 @@ export interface ChatRun {
 function document(tokens: number): string {
   const words = 'the river keeper counted boats at night while the light turned north over stone and sea'.split(' ');
   const out: string[] = [];
-  // About 1.05 tokens per word with this vocabulary; the exact count is reported.
-  for (let i = 0; out.length < tokens; i++) out.push(words[(i * 7 + (i >> 3)) % words.length]!);
+  // About 1.06 tokens per word with this vocabulary; the exact count is reported.
+  for (let i = 0; out.length < tokens / 1.07; i++) out.push(words[(i * 7 + (i >> 3)) % words.length]!);
   return out.join(' ');
 }
 
@@ -49,11 +49,14 @@ async function run(preset: string, docTokens: number, generate: number, context:
 }
 
 export async function chatBench(quick: boolean, long: boolean): Promise<ChatRun[]> {
+  const plan: [string, number, number, number][] = [['tiny', 0, 64, 4096], ['100m', 0, quick ? 16 : 32, 4096]];
+  if (!quick) plan.push(['100m', 4000, 32, 8192]);
+  if (long) plan.push(['100m', 32000, 8, 32768]);
   const runs: ChatRun[] = [];
-  runs.push(await run('tiny', 0, 64, 4096));
-  runs.push(await run('100m', 0, quick ? 16 : 32, 4096));
-  if (!quick) runs.push(await run('100m', 4000, 32, 8192));
-  if (long) runs.push(await run('100m', 32000, 8, 32768));
+  for (const p of plan) {
+    runs.push(await run(...p));
+    process.stderr.write(`chat bench: ${JSON.stringify(runs.at(-1))}\n`);
+  }
   return runs;
 }
 
