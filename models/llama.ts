@@ -52,6 +52,11 @@ export interface ForwardOptions {
    * RoPE positions are the tokens' global indices; segmentIds and attentionMask are local.
    */
   ring?: { group: RingGroup; layout?: RingLayout };
+  /**
+   * Sees each layer's keys and values of these tokens ([B, T, Hkv, D], after RoPE) while the
+   * forward runs, e.g. to build a KV cache from a sequence-parallel prefill. Must copy what it keeps.
+   */
+  onKv?: (layer: number, k: tf.Tensor4D, v: tf.Tensor4D) => void;
 }
 
 /**
@@ -235,6 +240,7 @@ export class LlamaModel {
     const q = applyRope(heads('self_attn.q_proj', c.numHeads), angles);
     let k = applyRope(heads('self_attn.k_proj', c.numKvHeads), angles);
     let v = heads('self_attn.v_proj', c.numKvHeads);
+    opts.onKv?.(layer, k, v);
     if (opts.cache) [k, v] = opts.cache.append(layer, k, v);
     const o = this.attention(q, k, v, keyMask, opts, order);
     return project(tf.reshape(o, [b, t, c.numHeads * c.headDim]) as tf.Tensor3D, w('self_attn.o_proj'));

@@ -20,6 +20,11 @@ function expectOneLineError(r: ReturnType<typeof lwm>, pattern: RegExp): void {
 
 const model = fixture('tiny-lwm-text');
 const tok = defaultTokenizer();
+
+/** Tokens of BOS, the system text, "USER:" and the document: what --sp prefills. */
+function documentTokens(file: string): number {
+  return userTurnTokens(tok, { text: '', document: fs.readFileSync(file, 'utf8') }, true).documentTokens + 1;
+}
 let work: string;
 beforeAll(() => {
   work = tmpDir('chat-cli');
@@ -73,9 +78,8 @@ describe('lwm chat', () => {
     expect(one.usage.reused_prompt_tokens).toBe(0);
     const two = lwm(['chat', '-m', model, '-f', doc, '--prompt-cache', cache, '-p', 'What did it count?', '-n', '4', '--json', '--timings']);
     expect(two.code).toBe(0);
-    const docTokens = userTurnTokens(tok, { text: '', document: fs.readFileSync(doc, 'utf8') }, true).documentTokens + 1;
-    expect(JSON.parse(two.stdout).usage.reused_prompt_tokens).toBe(docTokens);
-    expect(two.stderr).toMatch(/prompt: \d+ tokens \(\d+ reused from the prompt cache\), [\d.]+ tok\/s, time to first token \d+ ms \| generated: 4 tokens/);
+    expect(JSON.parse(two.stdout).usage.reused_prompt_tokens).toBe(documentTokens(doc));
+    expect(two.stderr).toMatch(/prompt: \d+ tokens \(\d+ already cached\), [\d.]+ tok\/s, time to first token \d+ ms \| generated: 4 tokens/);
   });
 
   it('encodes a video once: a second run reads the cached codes without ffmpeg or the VQGAN', () => {
@@ -102,6 +106,26 @@ describe('lwm chat', () => {
     const other = makeClip(work, 'other.mp4', 64, 48, 10, 4);
     const third = lwm([...args.slice(0, 3), '--video', other, ...args.slice(5)], { env: { LWM_FFMPEG: path.join(work, 'no-such-ffmpeg') } });
     expect(third.code).toBe(1);
+  });
+
+  it('--sp 2 prefills the document with RingAttention over two processes and answers as one process does', () => {
+    const doc = path.join(work, 'ring.txt');
+    // An odd token count, so the last rank's share is padded.
+    fs.writeFileSync(doc, 'The keeper of the northern light wrote down every ship that passed, and the sea was calm. '.repeat(25) + 'End');
+    const one = JSON.parse(lwm(['chat', '-m', model, '-f', doc, '-p', 'What did the keeper write?', '-n', '8', '--json']).stdout);
+    const r = lwm(['chat', '-m', model, '-f', doc, '-p', 'What did the keeper write?', '-n', '8', '--json', '--sp', '2', '--timings']);
+    expect(r.code).toBe(0);
+    const two = JSON.parse(r.stdout);
+    expect(two.tokens).toEqual(one.tokens);
+    expect(two.usage.reused_prompt_tokens).toBe(documentTokens(doc));
+    expect(r.stderr).toMatch(/document: \d+ tokens prefilled over 2 processes/);
+    // The REPL stays on rank 0 (stdin and stdout are its own) after the shared prefill.
+    const repl = lwm(['chat', '-m', model, '-f', doc, '-n', '4', '--json', '--sp', '2'], { input: 'What did the keeper write?\nAnd then?\n' });
+    expect(repl.code).toBe(0);
+    const turns = repl.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(turns).toHaveLength(2);
+    expect(turns[0].tokens).toEqual(one.tokens.slice(0, 4));
+    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--sp', '2']), /--sp N prefills a long --file document/);
   });
 
   it('gives one-line errors for bad input', () => {

@@ -1,13 +1,20 @@
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import type { Argv, CommandModule } from 'yargs';
 import {
   ChatSession,
+  ConfigError,
+  detectLaunch,
+  documentPrefix,
   initBackend,
   InputError,
   LwmError,
   loadTokenizer,
   MediaEncoder,
+  ProcessGroup,
+  ringPrefill,
   type ChatMessage,
   type ChatReply,
   type ChatTurnOptions,
@@ -16,6 +23,8 @@ import {
 import { chooseModel, chooseVqgan } from '../modelChoice.js';
 import { handle, note } from '../output.js';
 import { repeatedValues } from '../repeatable.js';
+import { hideBin } from 'yargs/helpers';
+import { launch } from '../../src/distributed/launch.js';
 
 interface ChatArgs {
   model?: string;
@@ -41,6 +50,7 @@ interface ChatArgs {
   stop?: string[];
   truncate: boolean;
   'prefill-chunk': number;
+  sp: number;
   'rope-theta'?: number;
   context?: number;
   timings: boolean;
@@ -76,6 +86,7 @@ export const chatCommand: CommandModule<object, ChatArgs> = {
       .option('stop', { type: 'string', array: true, describe: 'Stop the answer where this text appears (repeatable)' })
       .option('truncate', { type: 'boolean', default: false, describe: 'Cut an over-long document to fit the context instead of refusing' })
       .option('prefill-chunk', { type: 'number', default: 512, describe: 'Prompt tokens per forward pass (bounds memory for long prompts)' })
+      .option('sp', { type: 'number', default: 1, describe: 'Prefill the --file document with RingAttention over N processes (started here unless under a launcher); rank 0 then answers' })
       .option('rope-theta', { type: 'number', describe: "Override the model's RoPE theta" })
       .option('context', { type: 'number', describe: "Override the model's context length (max_sequence_length)" })
       .option('timings', { type: 'boolean', default: false, describe: 'Print prompt and generation speed to stderr after each answer' })
@@ -95,12 +106,25 @@ function checkArgs(a: ChatArgs): void {
   if (a.fps !== undefined && !(a.fps > 0)) throw new InputError(`--fps must be > 0, got ${a.fps}`);
   if (a['max-frames'] !== undefined && !(Number.isInteger(a['max-frames']) && a['max-frames'] > 0)) throw new InputError(`--max-frames must be a positive integer, got ${a['max-frames']}`);
   if (a.file !== undefined && !fs.existsSync(a.file)) throw new InputError(`--file ${a.file}: no such file`);
+  if (!Number.isInteger(a.sp) || a.sp < 1) throw new InputError(`--sp must be a positive integer, got ${a.sp}`);
+  if (a.sp > 1 && a.file === undefined) throw new InputError('--sp N prefills a long --file document over N processes; give --file');
+  if (a.sp > 1 && (a.image?.length || a.video?.length)) throw new InputError('--sp prefills a text document; ask about images and videos without --sp');
+  if (a.sp > 1 && a.truncate) throw new InputError('--sp cannot be combined with --truncate; shorten the document or raise --context');
   for (const f of [...(a.image ?? []), ...(a.video ?? [])]) if (!fs.existsSync(f)) throw new InputError(`${f}: no such image or video file`);
 }
 
 async function runChat(args: ChatArgs): Promise<void> {
   const a: ChatArgs = { ...args, stop: repeatedValues('stop') ?? args.stop, image: repeatedValues('image') ?? args.image, video: repeatedValues('video') ?? args.video };
   checkArgs(a);
+  const launched = detectLaunch();
+  if (a.sp > 1 && launched.size === 1) {
+    // Rank 0 talks to the user (stdin, stdout); the others only help with the prefill.
+    const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'lwm.js');
+    const r = await launch({ nprocs: a.sp, command: [process.execPath, cli, ...hideBin(process.argv)], forwardSignals: true, interactiveRank: 0 });
+    process.exitCode = r.code;
+    return;
+  }
+  if (a.sp > 1 && launched.size !== a.sp) throw new ConfigError(`--sp ${a.sp} but the launcher started ${launched.size} ranks; make them equal`);
   await initBackend();
   const choice = chooseModel('chat', { model: a.model, preset: a.preset, ropeTheta: a['rope-theta'], context: a.context });
   const vqgan = chooseVqgan(a.vqgan, choice.dir);
@@ -110,6 +134,19 @@ async function runChat(args: ChatArgs): Promise<void> {
   const session = new ChatSession(choice.model, tok, { system: a.system, media, prefillChunk: a['prefill-chunk'], promptCache: a['prompt-cache'] });
   const document = a.file !== undefined ? fs.readFileSync(a.file, 'utf8') : undefined;
   try {
+    if (a.sp > 1) {
+      const group = await ProcessGroup.init();
+      try {
+        const prefix = documentPrefix(tok, document!, { system: a.system });
+        const t0 = performance.now();
+        const cache = await ringPrefill(choice.model, group, prefix.tokens);
+        if (!cache) return;
+        session.adoptCache(cache, prefix);
+        if (a.timings) note(`document: ${prefix.tokens.length} tokens prefilled over ${a.sp} processes in ${(performance.now() - t0).toFixed(0)} ms (${((prefix.tokens.length * 1000) / (performance.now() - t0)).toFixed(1)} tok/s)`);
+      } finally {
+        await group.close();
+      }
+    }
     const first: Omit<ChatMessage, 'text'> = { document, images: a.image, videos: a.video };
     if (a.prompt !== undefined) await turn(session, { ...first, text: a.prompt }, a);
     else await repl(session, first, a);
@@ -175,7 +212,7 @@ export function timingLine(r: ChatReply): string {
   const run = r.promptTokens - r.reusedTokens;
   const pps = (run * 1000) / Math.max(r.timings.promptMs, 1e-3);
   const gen = r.tokens.length > 1 ? ((r.tokens.length - 1) * 1000) / r.timings.generateMs : 0;
-  const reused = r.reusedTokens ? ` (${r.reusedTokens} reused from the prompt cache)` : '';
+  const reused = r.reusedTokens ? ` (${r.reusedTokens} already cached)` : '';
   return `prompt: ${r.promptTokens} tokens${reused}, ${pps.toFixed(1)} tok/s, time to first token ${r.timings.promptMs.toFixed(0)} ms | generated: ${r.tokens.length} tokens, ${gen.toFixed(1)} tok/s`;
 }
 

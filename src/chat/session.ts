@@ -40,7 +40,7 @@ export interface ChatTurnOptions extends TextGenerateOptions {
 
 export interface ChatReply extends TextResult {
   media: EncodedMedia[];
-  /** Prompt tokens reused from the prompt cache (not recomputed). */
+  /** Prompt tokens not run by this turn: from the prompt cache or an adopted (ring-prefilled) cache. */
   reusedTokens: number;
   /** Document tokens cut by truncate. */
   truncatedTokens: number;
@@ -55,6 +55,8 @@ export class ChatSession {
   /** Every token of the conversation; the cache holds the first cache.length of them. */
   private history: TokenSegment = { tokens: [], visionMask: [] };
   private promptCacheUsed = false;
+  /** Tokens an adopted cache holds, checked against the first turn. */
+  private adopted: TokenSegment | null = null;
   turns = 0;
 
   constructor(
@@ -117,13 +119,24 @@ export class ChatSession {
       if (!done) {
         this.history = before;
         if (this.cache.length > before.tokens.length) this.cache.truncate(before.tokens.length);
+        if (this.cache.length === 0) this.adopted = null;
       }
     }
   }
 
   private async *run(seg: TokenSegment, media: EncodedMedia[], truncatedTokens: number, maxTokens: number, opts: ChatTurnOptions): AsyncGenerator<string, ChatReply> {
     const t0 = performance.now();
-    const reusedTokens = this.reusePromptCache();
+    let adoptedTokens = 0;
+    if (this.adopted) {
+      const held = this.adopted.tokens.length;
+      // At least the last token must run, to give the first logits.
+      if (commonPrefix(this.adopted, this.history) !== held || held >= this.history.tokens.length) {
+        throw new InputError('the prefilled document is not the start of this message; give the same --file (and --system) as the prefill');
+      }
+      adoptedTokens = held;
+      this.adopted = null;
+    }
+    const reusedTokens = this.reusePromptCache() + adoptedTokens;
     // The model runs what the cache lacks: the tail of the previous answer, then this turn.
     const pending = {
       tokens: this.history.tokens.slice(this.cache.length),
@@ -177,8 +190,21 @@ export class ChatSession {
     }
   }
 
+  /**
+   * Starts the conversation from a cache computed elsewhere (ringPrefill over several processes)
+   * holding `tokens`, which must be the start of the first turn's tokens (see documentPrefix).
+   */
+  adoptCache(cache: KVCache, tokens: TokenSegment): void {
+    if (this.history.tokens.length || this.cache.length) throw new InputError('adoptCache: the conversation has already started');
+    if (cache.length !== tokens.tokens.length) throw new InputError(`adoptCache: the cache holds ${cache.length} tokens, not ${tokens.tokens.length}`);
+    this.cache.dispose();
+    this.cache = cache;
+    this.adopted = tokens;
+  }
+
   /** Forgets the conversation (and frees its cache). */
   reset(): void {
+    this.adopted = null;
     this.cache.dispose();
     this.cache = new KVCache(this.model.config.numLayers);
     this.history = { tokens: [], visionMask: [] };

@@ -83,3 +83,13 @@ export function conversationTokens(tok: Tokenizer, turns: readonly { user: UserT
   });
   return concatSegments(parts);
 }
+
+/**
+ * The first turn's tokens up to and including the document (BOS, system, "USER:", document): the
+ * same whatever the question, so they can be prefilled (or cached) before the question is known.
+ */
+export function documentPrefix(tok: Tokenizer, document: string, opts: TemplateOptions = {}): TokenSegment {
+  const t = userTurnTokens(tok, { text: '', document }, true, opts);
+  const n = 1 + Math.min(t.documentTokens, opts.maxDocumentTokens ?? Infinity);
+  return { tokens: t.tokens.slice(0, n), visionMask: t.visionMask.slice(0, n) };
+}

@@ -23,6 +23,11 @@ export interface LaunchOptions {
   forwardSignals?: boolean;
   /** How long a rank gets between SIGTERM and SIGKILL; default 5000. */
   killGraceMs?: number;
+  /**
+   * This rank gets the launcher's own stdin, stdout and stderr, unprefixed: the rank a user
+   * talks to (lwm chat --sp). Default: none.
+   */
+  interactiveRank?: number;
   /** Where prefixed rank output and the launcher's own lines go; default process.stdout/stderr. */
   stdout?: Writable;
   stderr?: Writable;
@@ -139,12 +144,13 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
         LWM_LOCAL_WORLD_SIZE: String(n),
       };
       if (gpus) env['CUDA_VISIBLE_DEVICES'] = String(rank);
-      const child = spawn(program, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const interactive = rank === opts.interactiveRank;
+      const child = spawn(program, args, { env, stdio: interactive ? 'inherit' : ['ignore', 'pipe', 'pipe'] });
       children.push(child);
       const o = prefixer(out, `[rank ${rank}] `);
       const e = prefixer(err, `[rank ${rank}] `);
-      child.stdout!.on('data', (c: Buffer) => o.write(c));
-      child.stderr!.on('data', (c: Buffer) => e.write(c));
+      child.stdout?.on('data', (c: Buffer) => o.write(c));
+      child.stderr?.on('data', (c: Buffer) => e.write(c));
       child.once('error', (spawnErr) => finish(rank, { rank, pid: child.pid, code: 127, signal: null }, `could not start rank ${rank} (${spawnErr.message})`));
       // 'close' comes after the pipes drained, so a rank's last lines are printed before we return.
       child.once('close', (code, signal) => {
