@@ -12,6 +12,7 @@ interface ServeArgs {
   'api-key'?: string;
   parallel: number;
   'max-queue': number;
+  'kv-slots'?: number;
   'allowed-media-dir'?: string;
   vqgan?: string;
   'codes-cache'?: string;
@@ -34,6 +35,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('api-key', { type: 'string', describe: 'Require "Authorization: Bearer KEY" (default $LWM_API_KEY; /health stays open)' })
       .option('parallel', { type: 'number', default: 1, describe: 'Requests generating at once; the rest wait in arrival order' })
       .option('max-queue', { type: 'number', default: 64, describe: 'Requests waiting at most; beyond that 503 with Retry-After' })
+      .option('kv-slots', { type: 'number', describe: 'KV caches of finished requests kept, so a request starting the same way (next chat turn, same document) runs only its new tokens (default: --parallel; 0 = off)' })
       .option('allowed-media-dir', { type: 'string', describe: 'The only folder image/video paths in requests may point into (none: media refused)' })
       .option('vqgan', { type: 'string', describe: "VQGAN folder for images and videos (default: the model folder's vqgan/)" })
       .option('codes-cache', { type: 'string', describe: 'Folder for cached VQGAN codes (default $LWM_CACHE_DIR or ~/.cache/lwm, then codes/)' })
@@ -59,6 +61,7 @@ function checkArgs(a: ServeArgs): void {
     ['parallel', a.parallel, 1],
     ['max-queue', a['max-queue'], 0],
     ['max-tokens', a['max-tokens'], 0],
+    ['kv-slots', a['kv-slots'], 0],
   ];
   for (const [name, v, min] of ints) {
     if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new InputError(`--${name} must be an integer >= ${min}, got ${v}`);
@@ -82,6 +85,7 @@ async function runServe(a: ServeArgs): Promise<void> {
       apiKey,
       parallel: a.parallel,
       maxQueue: a['max-queue'],
+      ...(a['kv-slots'] !== undefined ? { kvSlots: a['kv-slots'] } : {}),
       allowedMediaDir: a['allowed-media-dir'],
       vqgan,
       mediaCacheDir: a['codes-cache'],

@@ -12,6 +12,7 @@ import { resolveMediaPath, type MediaRoot } from './mediaPath.js';
 import { chatLogprobs, completionId, finishReason, LogprobRecorder, textLogprobs, timings, usage, type TokenLogprob } from './openai.js';
 import { DEFAULT_TEMPERATURE, DEFAULT_TOP_K, parseChatRequest, parseCompletionRequest, type ChatTurnIn, type SamplingParams } from './params.js';
 import type { SlotQueue } from './queue.js';
+import type { KvPool } from './kvPool.js';
 
 /** What the endpoints share: the loaded model and the server's settings. */
 export interface EndpointContext {
@@ -25,6 +26,8 @@ export interface EndpointContext {
   mediaRoot: MediaRoot | null;
   media: MediaEncoder | null;
   queue: SlotQueue;
+  /** Caches of recent requests, reused when a request starts the same way. */
+  kvPool: KvPool;
   /** The abort reason the server uses when it shuts down (told apart from a client leaving). */
   shutdown: unknown;
 }
@@ -94,13 +97,32 @@ async function run(
   recorder: LogprobRecorder | null,
   signal: AbortSignal,
   onPiece?: (text: string, logprobs: TokenLogprob[]) => void,
-): Promise<TextResult> {
-  const it = streamText(ctx.model, ctx.tok, prompt.tokens, { ...opts, signal, ...(recorder ? { onLogits: recorder.onLogits, onStep: recorder.onStep } : {}) });
-  for (;;) {
-    const r = await it.next();
-    if (r.done) return r.value;
-    onPiece?.(r.value, recorder?.take() ?? []);
-    await tick();
+): Promise<TextResult & { cachedTokens: number }> {
+  const { cache, reused } = ctx.kvPool.take(prompt);
+  let ok = false;
+  try {
+    const it = streamText(ctx.model, ctx.tok, prompt.tokens.slice(reused), {
+      ...opts,
+      cache,
+      promptVisionMask: prompt.visionMask.slice(reused),
+      history: prompt.tokens.slice(0, reused),
+      signal,
+      ...(recorder ? { onLogits: recorder.onLogits, onStep: recorder.onStep } : {}),
+    });
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        ok = true;
+        const all = [...prompt.tokens, ...r.value.tokens];
+        ctx.kvPool.give(cache, { tokens: all, visionMask: all.map((_, i) => prompt.visionMask[i] ?? false) });
+        return { ...r.value, promptTokens: prompt.tokens.length, cachedTokens: reused };
+      }
+      onPiece?.(r.value, recorder?.take() ?? []);
+      await tick();
+    }
+  } finally {
+    // A failed forward may leave some layers a token ahead of the others: never reuse that cache.
+    if (!ok) cache.dispose();
   }
 }
 
@@ -148,7 +170,7 @@ export async function chatCompletions(ctx: EndpointContext, req: IncomingMessage
       stats.completionTokens = result.tokens.length;
       if (stoppedEarly(ctx, res, result, signal)) return;
       es.send(chunk({}, finishReason(result), recorder ? lp(recorder.take()) : null));
-      if (r.includeUsage) es.send({ ...meta, object: 'chat.completion.chunk', choices: [], usage: usage(prompt.tokens.length, result.tokens.length) });
+      if (r.includeUsage) es.send({ ...meta, object: 'chat.completion.chunk', choices: [], usage: usage(prompt.tokens.length, result.tokens.length, result.cachedTokens) });
       es.done();
       return;
     }
@@ -159,7 +181,7 @@ export async function chatCompletions(ctx: EndpointContext, req: IncomingMessage
       ...meta,
       object: 'chat.completion',
       choices: [{ index: 0, message: { role: 'assistant', content: result.text }, logprobs: recorder ? lp(recorder.take()) : null, finish_reason: finishReason(result) }],
-      usage: usage(prompt.tokens.length, result.tokens.length),
+      usage: usage(prompt.tokens.length, result.tokens.length, result.cachedTokens),
       timings: timings(result),
     });
   } finally {
@@ -194,7 +216,7 @@ export async function completions(ctx: EndpointContext, req: IncomingMessage, re
       stats.completionTokens = result.tokens.length;
       if (stoppedEarly(ctx, res, result, signal)) return;
       es.send(chunk(choice('', recorder ? lp(recorder.take()) : null, finishReason(result))));
-      if (r.includeUsage) es.send({ ...meta, choices: [], usage: usage(ids.length, result.tokens.length) });
+      if (r.includeUsage) es.send({ ...meta, choices: [], usage: usage(ids.length, result.tokens.length, result.cachedTokens) });
       es.done();
       return;
     }
@@ -204,7 +226,7 @@ export async function completions(ctx: EndpointContext, req: IncomingMessage, re
     sendJson(res, 200, {
       ...meta,
       choices: [choice(echo + result.text, recorder ? lp(recorder.take()) : null, finishReason(result))],
-      usage: usage(ids.length, result.tokens.length),
+      usage: usage(ids.length, result.tokens.length, result.cachedTokens),
       timings: timings(result),
     });
   } finally {

@@ -9,6 +9,7 @@ import { chatCompletions, completions, type EndpointContext, type RequestStats }
 import { HttpError } from './errors.js';
 import { DEFAULT_MAX_BODY_BYTES, sendError, sendJson } from './http.js';
 import { mediaRoot } from './mediaPath.js';
+import { KvPool } from './kvPool.js';
 import { SlotQueue } from './queue.js';
 
 export interface ServerOptions {
@@ -20,6 +21,11 @@ export interface ServerOptions {
   apiKey?: string;
   /** Requests generating at once. Default 1. */
   parallel?: number;
+  /**
+   * KV caches of finished requests kept for reuse by requests that start the same way (the next
+   * chat turn, another question on the same document). Default: parallel. 0 = none.
+   */
+  kvSlots?: number;
   /** Requests waiting for a slot at most; more get 503. Default 64. */
   maxQueue?: number;
   /** The only folder media paths may point into; without it images and videos are refused. */
@@ -84,6 +90,7 @@ export function createServer(model: LlamaModel, tokenizer: Tokenizer, opts: Serv
   checkInt('port', opts.port, 0, 65535);
   checkInt('parallel', opts.parallel, 1);
   checkInt('max queue', opts.maxQueue, 0);
+  checkInt('kv slots', opts.kvSlots, 0);
   checkInt('default max tokens', opts.defaultMaxTokens, 0);
   checkInt('max body bytes', opts.maxBodyBytes, 1);
   checkInt('prefill chunk', opts.prefillChunk, 1);
@@ -105,6 +112,7 @@ export function createServer(model: LlamaModel, tokenizer: Tokenizer, opts: Serv
     mediaRoot: root,
     media,
     queue,
+    kvPool: new KvPool(model.config.numLayers, opts.kvSlots ?? opts.parallel ?? 1),
     shutdown: SHUTDOWN,
   };
   const created = Math.floor(Date.now() / 1000);
@@ -203,6 +211,7 @@ export function createServer(model: LlamaModel, tokenizer: Tokenizer, opts: Serv
           server.closeAllConnections();
           await closed;
           media?.dispose();
+          ctx.kvPool.dispose();
         })();
       }
       if (o.abort) for (const c of controllers) c.abort(SHUTDOWN);

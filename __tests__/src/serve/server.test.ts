@@ -45,6 +45,30 @@ describe('createServer (library API)', () => {
     expect((await request(`${url}/v1/chat/completions`, { body })).status).toBe(200);
   });
 
+  it('reuses the cache of an earlier request that starts the same way (cached_tokens), with the same answer as without reuse', async () => {
+    const first = await request(`${url}/v1/chat/completions`, { body: { messages: [{ role: 'user', content: 'Name a colour.' }], max_tokens: 5 } });
+    expect(first.json.usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(0);
+    const follow = {
+      messages: [
+        { role: 'user', content: 'Name a colour.' },
+        { role: 'assistant', content: first.json.choices[0].message.content },
+        { role: 'user', content: 'Another one?' },
+      ],
+      max_tokens: 5,
+    };
+    const second = await request(`${url}/v1/chat/completions`, { body: follow });
+    expect(second.json.usage.prompt_tokens_details.cached_tokens).toBeGreaterThan(first.json.usage.prompt_tokens - 2);
+    const fresh = createServer(model, loadTokenizer(dir), { port: 0, log: null, system: 'Be brief.', kvSlots: 0 });
+    const { url: freshUrl } = await fresh.listen();
+    try {
+      const ref = await request(`${freshUrl}/v1/chat/completions`, { body: follow });
+      expect(ref.json.usage.prompt_tokens_details.cached_tokens).toBe(0);
+      expect(second.json.choices[0].message.content).toBe(ref.json.choices[0].message.content);
+    } finally {
+      await fresh.close();
+    }
+  });
+
   it('listens on a free port, answers, logs one line per request, and on close({abort}) cancels what is in flight with 503', async () => {
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     const r = await request(`${url}/v1/chat/completions`, { body: { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3 } });
