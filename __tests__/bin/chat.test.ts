@@ -106,6 +106,14 @@ describe('lwm chat', () => {
     const other = makeClip(work, 'other.mp4', 64, 48, 10, 4);
     const third = lwm([...args.slice(0, 3), '--video', other, ...args.slice(5)], { env: { LWM_FFMPEG: path.join(work, 'no-such-ffmpeg') } });
     expect(third.code).toBe(1);
+
+    // --vision-first: the video precedes the question, so its prefill is cached for a new question.
+    const pc = path.join(work, 'video.kv');
+    const ask = (q: string) => JSON.parse(lwm([...args.slice(0, 9), '--vision-first', '--prompt-cache', pc, '-p', q, '-n', '2', '--json']).stdout);
+    expect(ask('What happens?').usage.reused_prompt_tokens).toBe(0);
+    const again = ask('Which colours are there?');
+    const before = userTurnTokens(tok, { text: 'x', vision: [new Array(3 * 256).fill(0)] }, true, { visionFirst: true });
+    expect(again.usage.reused_prompt_tokens).toBe(before.tokens.length - tok.encode('x ASSISTANT:').length);
   });
 
   it('--sp 2 prefills the document with RingAttention over two processes and answers as one process does', () => {

@@ -38,6 +38,7 @@ interface ChatArgs {
   fps?: number;
   'max-frames'?: number;
   'codes-cache'?: string;
+  'vision-first': boolean;
   'prompt-cache'?: string;
   'max-tokens': number;
   temperature?: number;
@@ -74,6 +75,7 @@ export const chatCommand: CommandModule<object, ChatArgs> = {
       .option('fps', { type: 'number', describe: 'Video frames per second to take (default: LWM\'s 8 frames spread over the clip)' })
       .option('max-frames', { type: 'number', describe: 'At most N video frames, spread uniformly (LWM default 8)' })
       .option('codes-cache', { type: 'string', describe: 'Folder for cached VQGAN codes (default $LWM_CACHE_DIR or ~/.cache/lwm, then codes/)' })
+      .option('vision-first', { type: 'boolean', default: false, describe: 'Put images/videos before the question (lets --prompt-cache reuse a video for any question; LWM\'s chat puts the question first)' })
       .option('prompt-cache', { type: 'string', describe: 'File for the encoded first prompt (KV cache): reused when the next prompt starts the same' })
       .option('max-tokens', { alias: 'n', type: 'number', default: 512, describe: 'New tokens per answer at most' })
       .option('temperature', { type: 'number', describe: '0 = greedy (default for text; 0.2 with images/videos, as LWM)' })
@@ -131,7 +133,7 @@ async function runChat(args: ChatArgs): Promise<void> {
   const sampling: Sampling = a.fps !== undefined ? { fps: a.fps } : { maxFrames: a['max-frames'] ?? 8 };
   const media = vqgan ? new MediaEncoder({ vqgan, cacheDir: a['codes-cache'], sampling }) : undefined;
   const tok = loadTokenizer(choice.dir);
-  const session = new ChatSession(choice.model, tok, { system: a.system, media, prefillChunk: a['prefill-chunk'], promptCache: a['prompt-cache'] });
+  const session = new ChatSession(choice.model, tok, { system: a.system, visionFirst: a['vision-first'], media, prefillChunk: a['prefill-chunk'], promptCache: a['prompt-cache'] });
   const document = a.file !== undefined ? fs.readFileSync(a.file, 'utf8') : undefined;
   try {
     if (a.sp > 1) {

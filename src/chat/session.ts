@@ -11,6 +11,8 @@ import { userTurnTokens, type TemplateOptions } from './template.js';
 export interface ChatSessionOptions {
   /** Replaces LWM's "You are a helpful assistant." */
   system?: string;
+  /** Images and videos before the question (see TemplateOptions.visionFirst). */
+  visionFirst?: boolean;
   /** Needed for images and videos: turns files into VQ codes (with its on-disk cache). */
   media?: MediaEncoder;
   /** Prompt tokens per forward pass (bounds prefill memory). Default 512. */
@@ -86,7 +88,7 @@ export class ChatSession {
       media.push(await this.opts.media!.encode(f, (n) => opts.onProgress?.({ stage: 'encode', file: f, frames: n })));
     }
     const first = this.history.tokens.length === 0;
-    const template: TemplateOptions = { system: this.opts.system };
+    const template: TemplateOptions = { system: this.opts.system, visionFirst: this.opts.visionFirst };
     const turn = { text: message.text, document: message.document, vision: media.map((m) => m.codes) };
     // A turn after an answer starts with the answer's EOS (conversationTokens' format).
     const sep: TokenSegment = first ? { tokens: [], visionMask: [] } : { tokens: [this.tokenizer.eosId], visionMask: [false] };

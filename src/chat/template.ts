@@ -18,6 +18,12 @@ export interface TemplateOptions {
   system?: string;
   /** Keep only the first N tokens of the document piece (explicit truncation of an over-long document). */
   maxDocumentTokens?: number;
+  /**
+   * Images/videos before the question: `{system} USER:` + vision + `{question} ASSISTANT:`. Not
+   * vision_chat.py's order, but the layout of `[vision+question]` training data, and the video's
+   * tokens then do not depend on the question, so a prompt cache of them serves any question.
+   */
+  visionFirst?: boolean;
 }
 
 /** A turn's tokens, and how many of them are the document piece (system, "USER:" and document text). */
@@ -61,6 +67,10 @@ export function userTurnTokens(tok: Tokenizer, turn: UserTurn, first: boolean, o
     } else {
       parts.push(text(tok, `${turn.text} ASSISTANT:`));
     }
+  } else if (vision.length && opts.visionFirst) {
+    parts.push(text(tok, head.trimEnd()));
+    for (const v of vision) parts.push(visionSegment(v, { tokenizer: tok }));
+    parts.push(text(tok, `${turn.text} ASSISTANT:`));
   } else if (vision.length) {
     parts.push(text(tok, `${head}${turn.text}\n`));
     for (const v of vision) parts.push(visionSegment(v, { tokenizer: tok }));

@@ -22,6 +22,12 @@ describe('LWM chat templates', () => {
     expect(t.visionMask).toEqual(mask);
   });
 
+  it('--vision-first puts the image before the question, each piece encoded apart', () => {
+    const codes = Array.from({ length: 256 }, (_, i) => i);
+    const t = userTurnTokens(tok, { text: 'What is it?', vision: [codes] }, true, { visionFirst: true });
+    expect(t.tokens).toEqual([1, ...SYSTEM_USER, 529, 4924, 29958, ...codes, 8193, 1533, 4924, 29958, ...tok.encode('What is it? ASSISTANT:')]);
+  });
+
   it('a video: frames separated by <eof>, the last closed by <eov>', () => {
     const codes = Array.from({ length: 512 }, (_, i) => i % 100);
     const t = userTurnTokens(tok, { text: 'Q', vision: [codes] }, true);
