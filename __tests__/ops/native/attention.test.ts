@@ -280,6 +280,12 @@ suite('native fused attention (LwmFusedAttention)', () => {
       const f = A.attentionForward(q, k, v, null, null, sh, {});
       const h = require('crypto').createHash('sha1');
       for (const a of [...f, ...A.attentionBackward(q, k, v, f[0], w, f[1], null, null, null, null, sh, {})]) h.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+      // Decoding: 1 and 2 queries against 1000 keys, whose runs are merged by log-sum-exp, and
+      // against 100 keys, where the work items split the kv heads by the thread count.
+      const kd = n(2 * 1000 * 2 * 64, 5), vd = n(2 * 1000 * 2 * 64, 6);
+      for (const tk of [1000, 100]) for (const t of [1, 2]) {
+        for (const a of A.attentionForward(q.subarray(0, 2 * t * 8 * 64), kd.subarray(0, 2 * tk * 128), vd.subarray(0, 2 * tk * 128), null, null, [2, t, tk, 8, 2, 64], {})) h.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+      }
       process.stdout.write(A.info().threads + ' ' + h.digest('hex'));`;
     const digest = (threads: number) => {
       const r = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, LWM_THREADS: String(threads) }, encoding: 'utf8', timeout: 60000 });
@@ -309,6 +315,120 @@ suite('native fused attention (LwmFusedAttention)', () => {
       }
     });
   }
+
+  // Decoding reads K and V in place from a KV cache buffer whose rows past the current tokens are
+  // not written yet: they must never reach the output, whatever they hold.
+  const junk = [NaN, Infinity, -Infinity, 3e38, -3e38];
+  const sameOrClose = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+    expect(a.length).toBe(b.length);
+    let m = 0;
+    for (let i = 0; i < a.length; i++) {
+      if (a[i] === b[i]) continue; // also -Infinity lse of a query that sees nothing
+      const d = Math.abs(a[i]! - b[i]!);
+      m = Number.isNaN(d) ? Infinity : Math.max(m, d);
+    }
+    return m;
+  };
+
+  for (const isa of ['scalar', 'avx2', 'avx512'] as const) {
+    it(`decode (${isa}): 1-3 queries against a cache with garbage past its tokens, GQA, key padding, batch 2`, () => {
+      if (addon!.setIsa(isa) !== isa) return;
+      try {
+        const B = 2, H = 8, Hkv = 2, D = 64, extra = 70, row = Hkv * D;
+        for (const tk of [1, 63, 64, 65, 1000]) {
+          for (const tq of [1, 2, 3]) {
+            if (tq > tk) continue;
+            const cap = tk + extra, off = tk - tq;
+            const q = randomArray(B * tq * H * D, tk + tq), k = randomArray(B * cap * row, 2 * tk + 1), v = randomArray(B * cap * row, 3 * tk + 2);
+            // Batch 0 pads its first 3 keys and every 7th; padded keys hold huge (finite) values.
+            const pad = (b: number, j: number) => b === 0 && (j < 3 || j % 7 === 5);
+            const mask = new Float32Array(B * cap).fill(1);
+            for (let b = 0; b < B; b++) {
+              for (let j = 0; j < cap; j++) {
+                const at = (b * cap + j) * row;
+                if (j >= tk) {
+                  for (let x = 0; x < row; x++) (k[at + x] = junk[(j + x) % 5]!), (v[at + x] = junk[(j + 2 * x) % 5]!);
+                } else if (pad(b, j)) {
+                  mask[b * cap + j] = 0;
+                  k.fill(1e30, at, at + row);
+                  v.fill(-1e30, at, at + row);
+                }
+              }
+            }
+            // The reference sees exactly the tokens: no garbage rows.
+            const rows = (a: Float32Array) => { const o = new Float32Array(B * tk * row); for (let b = 0; b < B; b++) o.set(a.subarray(b * cap * row, (b * cap + tk) * row), b * tk * row); return o; };
+            const kc = rows(k), vc = rows(v), mc = new Float32Array(B * tk).map((_, i) => mask[Math.floor(i / tk) * cap + (i % tk)]!);
+            const shape: AttentionShape = [B, tq, tk, H, Hkv, D];
+            const ref = reference(q, kc, vc, new Float32Array(q.length), shape, (b, i, j) => j <= off + i && !pad(b, j));
+
+            enableNativeKernels();
+            const [out, lse] = tf.tidy(() => {
+              const r = fusedAttention(tf.tensor4d(q, [B, tq, H, D]), tf.tensor4d(k, [B, cap, Hkv, D]), tf.tensor4d(v, [B, cap, Hkv, D]), { queryOffset: off, keyMask: tf.tensor2d(mask, [B, cap]) });
+              return [r.out, r.lse];
+            });
+            const o = out!.dataSync().slice(), l = lse!.dataSync().slice();
+            tf.dispose([out!, lse!]);
+            disableNativeKernels();
+            const comp = tf.tidy(() => attention(tf.tensor4d(q, [B, tq, H, D]), tf.tensor4d(kc, [B, tk, Hkv, D]), tf.tensor4d(vc, [B, tk, Hkv, D]), { queryOffset: off, keyMask: tf.tensor2d(mc, [B, tk]) }));
+            const c = comp.dataSync().slice();
+            comp.dispose();
+
+            const what = `tk ${tk}, tq ${tq}`;
+            expect([what, sameOrClose(o, ref.o) < 2e-5]).toEqual([what, true]);
+            expect([what, sameOrClose(o, c) < 2e-5]).toEqual([what, true]);
+            expect([what, sameOrClose(l, ref.lse) < 2e-5]).toEqual([what, true]);
+          }
+        }
+      } finally {
+        addon!.setIsa(isa0 as 'avx512' | 'avx2' | 'scalar');
+        disableNativeKernels();
+      }
+    });
+  }
+
+  it('decode: a cache large enough for the prefetching steps (over 8 MiB), garbage past its tokens', () => {
+    const s: AttentionShape = [1, 2, 2100, 8, 8, 64];
+    const [B, Tq, Tk, H, Hkv, D] = s, cap = Tk + 100, row = Hkv * D;
+    const x = inputs([B, Tq, cap, H, Hkv, D], 31);
+    for (let j = Tk; j < cap; j++) for (let c = 0; c < row; c++) (x.k[j * row + c] = junk[(j + c) % 5]!), (x.v[j * row + c] = junk[(j + 3 * c) % 5]!);
+    const keyMask = Float32Array.from({ length: cap }, (_, j) => (j % 97 === 13 ? 0 : 1));
+    const [o, lse] = att!.attentionForward(x.q, x.k, x.v, null, null, [B, Tq, cap, H, Hkv, D], { queryOffset: Tk - Tq, keyMask });
+    const ref = reference(x.q, x.k.subarray(0, Tk * row), x.v.subarray(0, Tk * row), x.w, s, (_b, i, j) => j <= Tk - Tq + i && keyMask[j] === 1);
+    expect(maxAbsDiff(o, ref.o)).toBeLessThan(2e-5);
+    expect(maxAbsDiff(lse, ref.lse)).toBeLessThan(2e-5);
+  });
+
+  it('decode: odd head dims, non-causal, segments and a ring merge (accumulate) give the one-call result', () => {
+    for (const D of [20, 24, 64]) {
+      const s: AttentionShape = [2, 2, 300, 8, 2, D];
+      const [B, Tq, Tk, H, Hkv] = s;
+      const x = inputs(s, 21 + D);
+      const ref = reference(x.q, x.k, x.v, x.w, s, causal(Tk - Tq));
+      const full = att!.attentionForward(x.q, x.k, x.v, null, null, s, {});
+      expect(maxAbsDiff(full[0], ref.o)).toBeLessThan(2e-5);
+      expect(maxAbsDiff(full[1], ref.lse)).toBeLessThan(2e-5);
+      const nc = att!.attentionForward(x.q, x.k, x.v, null, null, s, { causal: false });
+      expect(maxAbsDiff(nc[0], reference(x.q, x.k, x.v, x.w, s, all).o)).toBeLessThan(2e-5);
+      // Segments: queries in segment 1, keys 0..99 in segment 0 (invisible), the rest in 1.
+      const qSeg = new Int32Array(B * Tq).fill(1), kSeg = Int32Array.from({ length: B * Tk }, (_, i) => (i % Tk < 100 ? 0 : 1));
+      const sg = att!.attentionForward(x.q, x.k, x.v, null, null, s, { qSeg, kSeg });
+      expect(maxAbsDiff(sg[0], reference(x.q, x.k, x.v, x.w, s, (_b, i, j) => j <= Tk - Tq + i && j >= 100).o)).toBeLessThan(2e-5);
+      // Two key halves visiting in reverse order, merged into (o, lse).
+      const row = Hkv * D, cut = 140;
+      const part = (j0: number, j1: number) => {
+        const k = new Float32Array(B * (j1 - j0) * row), v = new Float32Array(k.length);
+        for (let b = 0; b < B; b++) {
+          k.set(x.k.subarray((b * Tk + j0) * row, (b * Tk + j1) * row), b * (j1 - j0) * row);
+          v.set(x.v.subarray((b * Tk + j0) * row, (b * Tk + j1) * row), b * (j1 - j0) * row);
+        }
+        return { k, v, kPos: Int32Array.from({ length: j1 - j0 }, (_, j) => j0 + j), n: j1 - j0 };
+      };
+      const o = new Float32Array(full[0].length), lse = new Float32Array(full[1].length).fill(-Infinity);
+      for (const b of [part(cut, Tk), part(0, cut)]) att!.attentionForward(x.q, b.k, b.v, o, lse, [B, Tq, b.n, H, Hkv, D], { kPos: b.kPos, queryOffset: Tk - Tq, accumulate: true });
+      expect(maxAbsDiff(o, full[0])).toBeLessThan(1e-5);
+      expect(maxAbsDiff(lse, full[1])).toBeLessThan(1e-5);
+    }
+  });
 
   it('rejects inputs that do not fit', () => {
     enableNativeKernels();

@@ -1,5 +1,6 @@
 // Blocked driver of the fused attention: block masks, packing, threading and the per-row
-// bookkeeping; the inner products and exponentials come from the per-ISA kernel tables.
+// bookkeeping, plus the decode path (few queries against a KV cache, read in place); the inner
+// products and exponentials come from the per-ISA kernel tables.
 #include "attention.h"
 
 #include <algorithm>
@@ -106,10 +107,35 @@ void grad_scalar(const GradStep& a) {
   }
 }
 
+void decode_scalar(const DecodeStep& a) {
+  const int cols = a.heads * a.m;
+  for (int j = 0; j < a.nk; j++) {
+    float* s = a.s + static_cast<size_t>(j) * a.lds;
+    for (int c = 0; c < a.ncols; c++) {
+      float acc = 0;
+      if (c < cols) {
+        const float* kj = a.k + j * a.ld + (c / a.m) * a.hs;
+        const float* q = a.q + static_cast<size_t>(c) * a.dp;
+        for (int d = 0; d < a.dp; d++) acc += kj[d] * q[d];
+      }
+      s[c] = acc;
+    }
+  }
+  softmax_scalar({a.s, a.lds, a.nk, a.ncols, a.bias, a.c, a.col_max, a.col_sum, a.alpha, a.o, a.dp, cols, a.dp});
+  for (int j = 0; j < a.nk; j++) {
+    const float* p = a.s + static_cast<size_t>(j) * a.lds;
+    for (int c = 0; c < cols; c++) {
+      const float* vj = a.v + j * a.ld + (c / a.m) * a.hs;
+      float* o = a.o + static_cast<size_t>(c) * a.dp;
+      for (int x = 0; x < a.dp; x++) o[x] += p[c] * vj[x];
+    }
+  }
+}
+
 }  // namespace
 
 const Kernels& kernels_scalar() {
-  static const Kernels k{1, kScalarPanel, nt_scalar, dot_scalar, nn_scalar, softmax_scalar, grad_scalar};
+  static const Kernels k{1, kScalarPanel, nt_scalar, dot_scalar, nn_scalar, softmax_scalar, grad_scalar, decode_scalar};
   return k;
 }
 
@@ -121,6 +147,9 @@ using attn::Kernels;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr double kLog2e = 1.4426950408889634074;
 constexpr double kLn2 = 0.69314718055994530942;
+// The decode path takes up to this many rows (query heads of a group x queries) per kv head; more
+// rows are compute-bound, where the packed panels of the blocked path win.
+constexpr int kDecodeRows = 16;
 
 const Kernels& pick_kernels() {
   switch (active_isa()) {
@@ -278,10 +307,15 @@ struct Plan {
           q.seg_hi = std::max(q.seg_hi, s);
         }
       }
+      // With default key positions, blocks past the last query are invisible (a KV cache's unused
+      // capacity): no need to scan them, only to mark them so.
+      int64_t qmax = INT64_MIN;
+      for (int64_t qb = 0; qb < nqb; qb++) qmax = std::max(qmax, qinfo[b * nqb + qb].pos_hi);
       for (int64_t kb = 0; kb < nkb; kb++) {
         BlockInfo& k = kinfo[b * nkb + kb];
         k = {INT64_MAX, INT64_MIN, INT32_MAX, INT32_MIN, 0};
         int64_t j0 = kb * Bk, j1 = std::min<int64_t>(j0 + Bk, sh.kv_len), nvalid = 0;
+        if (mk.causal && !mk.k_pos && j0 > qmax) continue;
         for (int64_t j = j0; j < j1; j++) {
           if (!kvalid(b, j)) continue;  // padding never makes a block visible
           nvalid++;
@@ -364,6 +398,28 @@ struct Plan {
     return cv.used;
   }
 
+  // Few query rows in one block (decoding): K and V are streamed in place (forward_decode).
+  bool decode() const { return nqb == 1 && G * sh.q_len <= kDecodeRows; }
+
+  // kv heads per decode work item: a row's whole span when the scores of a block stay small; one
+  // head for head dims that are not whole vectors (its rows get packed, see forward_decode).
+  int decode_heads() const {
+    const int m = G * static_cast<int>(sh.q_len);
+    return D != Dp ? 1 : static_cast<int>(std::min<int64_t>(sh.kv_heads, std::max(1, 64 / m)));
+  }
+  int decode_cols() const {
+    const int cols = decode_heads() * G * static_cast<int>(sh.q_len);
+    return (cols + kn->vec - 1) / kn->vec * kn->vec;
+  }
+
+  size_t decode_scratch(float* base, float** parts) const {
+    Carve cv{base};
+    const size_t rows = size_t(decode_heads()) * G * sh.q_len, ld = decode_cols();
+    const size_t sizes[] = {rows * Dp, rows * Dp, size_t(Bk) * ld, size_t(Bk) * ld, ld, ld, ld, size_t(Bk) * Dp, size_t(Bk) * Dp};
+    for (int i = 0; i < 9; i++) parts[i] = cv.take(sizes[i]);
+    return cv.used;
+  }
+
   // Packed block sizes (floats): K rows + V slices of a key block; Q rows + dO rows of a query block.
   size_t kv_block() const { return 2 * size_t(Bk) * Dp; }
   size_t qo_block() const { return 2 * size_t(M) * Dp; }
@@ -399,9 +455,41 @@ struct Plan {
   }
 };
 
+// Normalises the rows of one query block (row r = head g of the group x query i, r = g * nq + i)
+// into o and lse, or merges them into what o and lse hold (the ring step). O: unnormalised rows,
+// mx: their base-2 max, sm: their sum of exp2(x - mx).
+void finish_rows(const Plan& P, int64_t b, int64_t kh, int64_t q0, int nq, const float* O, int ldo, const float* mx,
+                 const float* sm, float* o, float* lse, bool accumulate) {
+  const int64_t H = P.sh.heads, Tq = P.sh.q_len;
+  const int D = P.D;
+  for (int g = 0; g < P.G; g++) {
+    for (int i = 0; i < nq; i++) {
+      const int r = g * nq + i;
+      const int64_t h = kh * P.G + g;
+      float* orow = o + ((b * Tq + q0 + i) * H + h) * D;
+      float* L = lse + (b * H + h) * Tq + q0 + i;
+      const float* a = O + size_t(r) * ldo;
+      const double l = sm[r];
+      const double lb = l > 0 ? (mx[r] + std::log2(l)) * kLn2 : -INFINITY;
+      if (!accumulate || !(*L > -kInf)) {
+        const float inv = l > 0 ? static_cast<float>(1 / l) : 0.f;
+        for (int x = 0; x < D; x++) orow[x] = a[x] * inv;
+        *L = static_cast<float>(lb);
+      } else if (lb > -INFINITY) {
+        // Ring merge of two normalised partials in max-shifted form (no exp overflow).
+        const double la = *L, hi = std::max(la, lb), merged = hi + std::log1p(std::exp(-std::fabs(la - lb)));
+        const float wa = static_cast<float>(std::exp(la - merged)), wb = static_cast<float>(std::exp(lb - merged) / l);
+        for (int x = 0; x < D; x++) orow[x] = wa * orow[x] + wb * a[x];
+        *L = static_cast<float>(merged);
+      }
+    }
+  }
+}
+
 // One work item: query block qb of kv head kh in batch b, all G query heads of the group.
 // kv: all key blocks packed (Plan::pack_kv_block), or null to pack each block here when this
-// item is its only user (one query block, e.g. decoding), which saves a pass over the cache.
+// item is its only user (one query block with more rows than forward_decode takes, e.g. a short
+// prompt), which saves a pass over the cache.
 void forward_item(const Plan& P, int64_t b, int64_t kh, int64_t qb, float* ws, const float* q, const float* k,
                   const float* v, const float* kv, float* o, float* lse, bool accumulate) {
   const AttentionShape& sh = P.sh;
@@ -410,7 +498,7 @@ void forward_item(const Plan& P, int64_t b, int64_t kh, int64_t qb, float* ws, c
   const int D = P.D, Dp = P.Dp, G = P.G, Bk = P.Bk;
   const int nq = static_cast<int>(std::min<int64_t>(P.Bq, Tq - q0)), M = G * nq;
   const int Mp = (M + P.panel - 1) / P.panel * P.panel, ld = P.padded_rows();
-  // Few query rows (decoding): panels would be mostly padding, so take plain dot products.
+  // Few query rows (a short last block): panels would be mostly padding, so take plain dot products.
   const bool dot = 2 * M <= P.panel;
   float* part[9];
   P.forward_scratch(ws, part);
@@ -439,28 +527,145 @@ void forward_item(const Plan& P, int64_t b, int64_t kh, int64_t qb, float* ws, c
     K.gemm_nn(M, nk, Dp, St, 1, ld, Vs, O, Dp);
   }
 
-  for (int g = 0; g < G; g++) {
-    for (int i = 0; i < nq; i++) {
-      const int r = g * nq + i;
-      const int64_t h = kh * G + g;
-      float* orow = o + ((b * Tq + q0 + i) * H + h) * D;
-      float* L = lse + (b * H + h) * Tq + q0 + i;
-      const float* a = O + size_t(r) * Dp;
-      const double l = sm[r];
-      const double lb = l > 0 ? (mx[r] + std::log2(l)) * kLn2 : -INFINITY;
-      if (!accumulate || !(*L > -kInf)) {
-        const float inv = l > 0 ? static_cast<float>(1 / l) : 0.f;
-        for (int x = 0; x < D; x++) orow[x] = a[x] * inv;
-        *L = static_cast<float>(lb);
-      } else if (lb > -INFINITY) {
-        // Ring merge of two normalised partials in max-shifted form (no exp overflow).
-        const double la = *L, hi = std::max(la, lb), merged = hi + std::log1p(std::exp(-std::fabs(la - lb)));
-        const float wa = static_cast<float>(std::exp(la - merged)), wb = static_cast<float>(std::exp(lb - merged) / l);
-        for (int x = 0; x < D; x++) orow[x] = wa * orow[x] + wb * a[x];
-        *L = static_cast<float>(merged);
+  finish_rows(P, b, kh, q0, nq, O, Dp, mx, sm, o, lse, accumulate);
+}
+
+// Decoding: one query block of at most kDecodeRows rows per kv head, so each key is used by one
+// work item only. Streams K and V once, in place, and splits the visible keys of each batch row
+// into fixed-size runs (work for every thread even at batch 1), whose partial softmax states merge
+// by log-sum-exp. The runs do not depend on the thread count, and the merge goes in run order, so
+// neither do the results (how heads are grouped into items changes nothing: heads are independent).
+void forward_decode(const Plan& P, const float* q, const float* k, const float* v, float* o, float* lse, bool accumulate) {
+  const AttentionShape& sh = P.sh;
+  const Kernels& K = *P.kn;
+  const int64_t B = sh.batch, Hkv = sh.kv_heads, H = sh.heads, Tq = sh.q_len, Tk = sh.kv_len;
+  const int D = P.D, Dp = P.Dp, G = P.G, Bk = P.Bk, nq = static_cast<int>(Tq), M = G * nq, lds = P.decode_cols();
+  const int64_t per = std::max(1, env_int("LWM_ATTN_SPLIT", 256) / Bk);  // key blocks per run
+
+  // Runs of batch row b: key blocks [lo[b] + s * per, ...) up to hi[b]; at least one (possibly
+  // empty) so that its rows get written.
+  std::vector<int64_t> lo(B), hi(B), runs(B), first(B + 1, 0);
+  int64_t total_runs = 0;
+  size_t kv_bytes = 0;  // the K and V rows this call reads
+  for (int64_t b = 0; b < B; b++) {
+    lo[b] = P.next_block(b, 0, -1);
+    hi[b] = lo[b];
+    for (int64_t kb = lo[b]; kb < P.nkb; kb++) {
+      if (P.classify(b, 0, kb) != kSkip) hi[b] = kb + 1;
+    }
+    runs[b] = std::max<int64_t>(1, (hi[b] - lo[b] + per - 1) / per);
+    total_runs += runs[b];
+    kv_bytes += size_t(hi[b] - lo[b]) * Bk * Hkv * D * 2 * sizeof(float);
+  }
+  // kv heads per item: whole rows (one stream) unless that leaves threads idle.
+  int hc = P.decode_heads();
+  const int64_t want = 2 * num_threads();
+  if (total_runs * ((Hkv + hc - 1) / hc) < want) {
+    const int64_t groups = std::min<int64_t>(Hkv, (want + total_runs - 1) / total_runs);
+    hc = static_cast<int>(std::min<int64_t>(hc, (Hkv + groups - 1) / groups));
+  }
+  const int64_t ngroups = (Hkv + hc - 1) / hc;
+  for (int64_t b = 0; b < B; b++) first[b + 1] = first[b] + runs[b] * ngroups;  // item first[b] + s * ngroups + group
+
+  const size_t rows = size_t(hc) * M, pstride = (rows * Dp + 2 * rows + 15) / 16 * 16;
+  const bool split = first[B] > B * ngroups;
+  float* partial = split ? g_pack.get(first[B] * pstride) : nullptr;
+  std::unique_ptr<std::atomic<int64_t>[]> done(split ? new std::atomic<int64_t>[B * ngroups]() : nullptr);
+
+  parallel_for(first[B], [&](int64_t idx, int tid) {
+    const int64_t b = std::upper_bound(first.begin(), first.end(), idx) - first.begin() - 1;
+    const int64_t run = (idx - first[b]) / ngroups, grp = (idx - first[b]) % ngroups, h0 = grp * hc;
+    const int heads = static_cast<int>(std::min<int64_t>(hc, Hkv - h0)), cols = heads * M;
+    const int ncols = (cols + K.vec - 1) / K.vec * K.vec;
+    // Software prefetch (DecodeStep) where it pays, measured: row spans of a few KiB are too short
+    // for the hardware prefetchers to ramp up on, while from ~8 KiB on they stream well by
+    // themselves and bursts of prefetches only got in their way; and keys that likely sit in cache
+    // (a few MiB in all) only pay for the prefetch instructions. With it, a step's V and the next
+    // step's K are fetched during the step, which must fit in L2 beside what is being read.
+    const int span = heads * D * 4;
+    const bool prefetch = D == Dp && span < 8192 && kv_bytes > (size_t(8) << 20);
+    const int step = prefetch ? std::max(1, std::min(Bk, 65536 / span)) : Bk;
+    float* part[9];
+    P.decode_scratch(g_scratch[tid].p, part);
+    float *Qr = part[0], *O = part[1], *S = part[2], *bias = part[3], *mx = part[4], *sm = part[5], *alpha = part[6],
+          *Kp = part[7], *Vp = part[8];
+    // Row c = h * M + g * nq + i: kv head h0 + h, query head (h0 + h) * G + g, query i.
+    for (int h = 0; h < heads; h++) {
+      for (int g = 0; g < G; g++) {
+        pack_rows(q + (b * Tq * H + (h0 + h) * G + g) * D, H * D, nq, D, Dp, Qr + (size_t(h) * M + g * nq) * Dp);
       }
     }
-  }
+    std::fill(O, O + size_t(cols) * Dp, 0.f);
+    std::fill(mx, mx + ncols, -kInf);
+    std::fill(sm, sm + ncols, 0.f);
+
+    const int64_t kb_end = std::min(hi[b], lo[b] + (run + 1) * per);
+    for (int64_t kb = lo[b] + run * per; kb < kb_end; kb++) {
+      const Cls cls = P.classify(b, 0, kb);
+      if (cls == kSkip) continue;
+      const int64_t k0 = kb * Bk;
+      int nk = static_cast<int>(std::min<int64_t>(Bk, Tk - k0));
+      if (cls == kPartial) {
+        P.build_bias_t(b, 0, kb, cols, lds, bias);
+        // Keys past the last visible one are not read at all: in a KV cache they may be rows
+        // not written yet, and 0 * NaN would leak into o.
+        while (nk > 0) {
+          const float* row = bias + size_t(nk - 1) * lds;
+          if (std::any_of(row, row + nq, [](float x) { return x == 0.f; })) break;
+          nk--;
+        }
+        if (nk == 0) continue;
+      }
+      const float* kr = k + ((b * Tk + k0) * Hkv + h0) * D;
+      const float* vr = v + ((b * Tk + k0) * Hkv + h0) * D;
+      int64_t ld = Hkv * D;
+      const bool packed = D != Dp;
+      if (packed) {  // in place, the last row's padded vector could run past the buffer
+        pack_rows(kr, ld, nk, D, Dp, Kp);
+        pack_rows(vr, ld, nk, D, Dp, Vp);
+        kr = Kp, vr = Vp, ld = Dp;
+      }
+      const bool more = !packed && kb + 1 < kb_end && P.classify(b, 0, kb + 1) != kSkip;
+      for (int j0 = 0; j0 < nk; j0 += step) {
+        const int n = std::min(step, nk - j0);
+        const float* next_k = nullptr;
+        int next_nk = 0;
+        if (j0 + n < nk) next_k = kr + (j0 + n) * ld, next_nk = std::min(step, nk - j0 - n);
+        else if (more) next_k = kr + int64_t(Bk) * ld, next_nk = static_cast<int>(std::min<int64_t>(step, Tk - k0 - Bk));
+        K.decode_step({kr + j0 * ld, vr + j0 * ld, ld, D, heads, n, Qr, M, Dp, S, lds, ncols,
+                       cls == kPartial ? bias + size_t(j0) * lds : nullptr, P.c, mx, sm, alpha, O, prefetch, next_k, next_nk});
+      }
+    }
+
+    if (split && runs[b] > 1) {
+      float* mine = partial + idx * pstride;
+      std::memcpy(mine, O, size_t(cols) * Dp * sizeof(float));
+      std::memcpy(mine + rows * Dp, mx, cols * sizeof(float));
+      std::memcpy(mine + rows * Dp + rows, sm, cols * sizeof(float));
+      // The last run to finish merges them all, in run order.
+      if (done[b * ngroups + grp].fetch_add(1, std::memory_order_acq_rel) + 1 != runs[b]) return;
+      for (int r = 0; r < cols; r++) {
+        float top = -kInf;
+        for (int64_t s = 0; s < runs[b]; s++) top = std::max(top, partial[(first[b] + s * ngroups + grp) * pstride + rows * Dp + r]);
+        float* orow = O + size_t(r) * Dp;
+        std::fill(orow, orow + Dp, 0.f);
+        float l = 0;
+        if (top > -kInf) {
+          for (int64_t s = 0; s < runs[b]; s++) {
+            const float* ps = partial + (first[b] + s * ngroups + grp) * pstride;
+            const float w = std::exp2(ps[rows * Dp + r] - top);  // 0 for a run that saw nothing
+            if (w == 0.f) continue;
+            l += w * ps[rows * Dp + rows + r];
+            const float* pr = ps + size_t(r) * Dp;
+            for (int x = 0; x < Dp; x++) orow[x] += w * pr[x];
+          }
+        }
+        mx[r] = top;
+        sm[r] = l;
+      }
+    }
+    for (int h = 0; h < heads; h++) finish_rows(P, b, h0 + h, 0, nq, O + size_t(h) * M * Dp, Dp, mx + h * M, sm + h * M, o, lse, accumulate);
+  });
 }
 
 struct Backward {
@@ -554,6 +759,13 @@ void attention_forward(const AttentionShape& shape, const AttentionMask& mask, f
   if (empty(shape)) return;
   std::lock_guard<std::mutex> lock(g_mutex);
   const Plan P(shape, mask, scale);
+  if (P.decode()) {
+    float* parts[9];
+    reserve_scratch(P.decode_scratch(nullptr, parts));
+    forward_decode(P, q, k, v, o, lse, accumulate);
+    g_pack.trim();
+    return;
+  }
   float* parts[9];
   reserve_scratch(P.forward_scratch(nullptr, parts));
   float* kv = nullptr;

@@ -76,6 +76,34 @@ struct GradStep {
   float scale;
 };
 
+// One key block of the decode path: few query rows per kv head (decoding) against keys read where
+// they lie in the [B, Tk, Hkv, D] cache. Decoding reads each key once, so a packed copy would only
+// add a pass over the cache; and the rows are walked in memory order, all heads of a key row
+// before the next row, because the hardware prefetchers follow that stream but not one head's
+// rows Hkv*D floats apart (measured: ~2x the bandwidth). Scores are kept as in SoftmaxStep, a
+// row per key and a column per (head, query row), c = h * m + r, so each row of the block is one
+// pass over its heads and the softmax stays vertical.
+struct DecodeStep {
+  const float* k;       // key j of head h at k + j * ld + h * hs, likewise v; dp floats readable there
+  const float* v;
+  int64_t ld;
+  int hs;
+  int heads, nk;        // kv heads, keys
+  const float* q;       // [heads * m][dp] query rows, row c = h * m + r
+  int m, dp;
+  float* s;             // [nk][lds] scratch, lds >= ncols
+  int lds, ncols;       // ncols: heads * m rounded up to the vector width
+  const float* bias;    // [nk][lds] additive 0 / -inf per key and column, or null
+  float c;
+  float* col_max;       // [ncols], as in SoftmaxStep
+  float* col_sum;
+  float* alpha;
+  float* o;             // [heads * m][dp] running unnormalised output rows
+  bool prefetch;        // software prefetch: this step's V rows and next_k's rows, during this step
+  const float* next_k;  // the next step's K rows (same layout), or null
+  int next_nk;
+};
+
 struct Kernels {
   int vec;    // floats per vector; head dims are zero-padded to a multiple of it
   int panel;  // width of packed panels (Q^T, K^T, V^T) and column slices: a multiple of vec dividing 32
@@ -89,6 +117,7 @@ struct Kernels {
                   int ldc);
   void (*softmax_step)(const SoftmaxStep& a);
   void (*grad_step)(const GradStep& a);
+  void (*decode_step)(const DecodeStep& a);
 };
 
 const Kernels& kernels_scalar();

@@ -1,6 +1,7 @@
-// AVX2 + FMA kernels of the fused attention: 6x16 register-blocked products on packed blocks
-// and a vectorised exp2. Everything below the pragma is internal (anonymous namespace), so no
-// AVX2 copy of a shared inline function can be picked by the linker for the scalar path.
+// AVX2 + FMA kernels of the fused attention: 6x16 register-blocked products on packed blocks,
+// a vectorised exp2 and the decode step on K/V rows in place. Everything below the pragma is
+// internal (anonymous namespace), so no AVX2 copy of a shared inline function can be picked by
+// the linker for the scalar path.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -206,13 +207,131 @@ void grad_step(const GradStep& a) {
   }
 }
 
+// ---- Decode path (DecodeStep): K and V rows in place, in memory order. ----
+
+// The 8 horizontal sums of a[0..7], in order, as one vector.
+inline __m256 hsum8(const __m256* a) {
+  const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// Scores of one key row for NJ consecutive columns (lanes past NJ are 0): an accumulator per
+// column, so the dependency chains interleave, and one transposing reduction per 8 scores.
+template <int NJ>
+inline __m256 row_dots(const float* const* kp, const float* q, int dp) {
+  __m256 acc[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+  for (int d = 0; d < dp; d += kVec) {
+#pragma GCC unroll 8
+    for (int i = 0; i < NJ; i++) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(kp[i] + d), _mm256_loadu_ps(q + static_cast<size_t>(i) * dp + d), acc[i]);
+  }
+  return hsum8(acc);
+}
+
+inline __m256 row_dots_n(int n, const float* const* kp, const float* q, int dp) {
+  switch (n) {
+    case 1: return row_dots<1>(kp, q, dp);
+    case 2: return row_dots<2>(kp, q, dp);
+    case 3: return row_dots<3>(kp, q, dp);
+    case 4: return row_dots<4>(kp, q, dp);
+    case 5: return row_dots<5>(kp, q, dp);
+    case 6: return row_dots<6>(kp, q, dp);
+    case 7: return row_dots<7>(kp, q, dp);
+    default: return row_dots<8>(kp, q, dp);
+  }
+}
+
+// o[c] += sum over NK keys of p[j][c] * v[j] for every column of the step: a few key rows at a
+// time, so each output row is loaded and stored once per NK keys, in two dependency chains. The
+// step's fields come as plain values: through the reference, every store to o would force
+// reloading them.
+template <int NK>
+inline void pv_rows(int heads, int m, int dp, const float* p, int lds, const float* v, int64_t ld, int hs, float* o) {
+  for (int h = 0; h < heads; h++) {
+    const float* vh = v + static_cast<int64_t>(h) * hs;
+    for (int r = 0; r < m; r++) {
+      const int c = h * m + r;
+      __m256 pt[NK];
+#pragma GCC unroll 4
+      for (int t = 0; t < NK; t++) pt[t] = _mm256_broadcast_ss(&p[static_cast<size_t>(t) * lds + c]);
+      float* oc = o + static_cast<size_t>(c) * dp;
+      for (int x = 0; x < dp; x += kVec) {
+        __m256 acc0 = _mm256_fmadd_ps(pt[0], _mm256_loadu_ps(vh + x), _mm256_loadu_ps(oc + x));
+        if constexpr (NK == 1) {
+          _mm256_storeu_ps(oc + x, acc0);
+        } else {
+          __m256 acc1 = _mm256_mul_ps(pt[1], _mm256_loadu_ps(vh + ld + x));
+#pragma GCC unroll 4
+          for (int t = 2; t < NK; t += 2) {
+            acc0 = _mm256_fmadd_ps(pt[t], _mm256_loadu_ps(vh + t * ld + x), acc0);
+            if (t + 1 < NK) acc1 = _mm256_fmadd_ps(pt[t + 1], _mm256_loadu_ps(vh + (t + 1) * ld + x), acc1);
+          }
+          _mm256_storeu_ps(oc + x, _mm256_add_ps(acc0, acc1));
+        }
+      }
+    }
+  }
+}
+
+// One key row's span in the step (all its heads), brought in ahead of use. Always inlined: GCC
+// deems a function of prefetches alone free of side effects and drops calls to it.
+__attribute__((always_inline)) inline void prefetch_span(const float* row, int bytes) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int b = 0; b < bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+  _mm_prefetch(p + bytes - 1, _MM_HINT_T0);
+}
+
+void decode_step(const DecodeStep& a) {
+  const int cols = a.heads * a.m;
+  // Column c reads head c / m: offsets once per step, not an integer division per score.
+  int64_t cofs[64];  // cols <= 64 (forward_decode)
+  for (int c = 0; c < cols; c++) cofs[c] = static_cast<int64_t>(c / a.m) * a.hs;
+  const float* kp[8];
+  const int span = ((a.heads - 1) * a.hs + a.dp) * 4;
+  const bool pf = a.prefetch;
+  for (int j = 0; j < a.nk; j++) {
+    const float* krow = a.k + j * a.ld;
+    // V of this step arrives while the scores run (its K came during the previous step, through
+    // next_k): two streams in flight, not one.
+    if (pf) prefetch_span(a.v + j * a.ld, span);
+    float* s = a.s + static_cast<size_t>(j) * a.lds;
+    for (int c0 = 0; c0 < a.ncols; c0 += kVec) {
+      const int n = cols - c0 < kVec ? cols - c0 : kVec;
+      if (n <= 0) {
+        _mm256_storeu_ps(s + c0, _mm256_setzero_ps());  // padding columns: finite
+        continue;
+      }
+      for (int i = 0; i < n; i++) kp[i] = krow + cofs[c0 + i];
+      _mm256_storeu_ps(s + c0, row_dots_n(n, kp, a.q + static_cast<size_t>(c0) * a.dp, a.dp));
+    }
+  }
+  softmax_step({a.s, a.lds, a.nk, a.ncols, a.bias, a.c, a.col_max, a.col_sum, a.alpha, a.o, a.dp, cols, a.dp});
+  int j = 0;
+  for (; j + 4 <= a.nk; j += 4) {
+    if (pf && a.next_k) {
+      for (int t = j; t < j + 4 && t < a.next_nk; t++) prefetch_span(a.next_k + t * a.ld, span);
+    }
+    pv_rows<4>(a.heads, a.m, a.dp, a.s + static_cast<size_t>(j) * a.lds, a.lds, a.v + j * a.ld, a.ld, a.hs, a.o);
+  }
+  for (; j < a.nk; j++) {
+    if (pf && a.next_k && j < a.next_nk) prefetch_span(a.next_k + j * a.ld, span);
+    pv_rows<1>(a.heads, a.m, a.dp, a.s + static_cast<size_t>(j) * a.lds, a.lds, a.v + j * a.ld, a.ld, a.hs, a.o);
+  }
+  if (pf && a.next_k) {
+    for (; j < a.next_nk; j++) prefetch_span(a.next_k + j * a.ld, span);
+  }
+}
+
 }  // namespace
 
 #pragma GCC pop_options
 
 // Compiled for the baseline ISA: only what it returns needs AVX2.
 const Kernels& kernels_avx2() {
-  static const Kernels k{kVec, kPanel, gemm_nt, gemm_dot, gemm_nn, softmax_step, grad_step};
+  static const Kernels k{kVec, kPanel, gemm_nt, gemm_dot, gemm_nn, softmax_step, grad_step, decode_step};
   return k;
 }
 
