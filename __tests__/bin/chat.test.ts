@@ -6,8 +6,8 @@ import { createModel, defaultTokenizer, saveModel, userTurnTokens } from '../../
 import { cliPath, fixture, tmpDir } from '../helpers/paths.js';
 import { makeClip, saveTinyVqgan } from '../helpers/media.js';
 
-function lwm(args: string[], opts: { env?: Record<string, string>; input?: string } = {}) {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', env: { ...process.env, ...opts.env }, input: opts.input, timeout: 120_000 });
+function lwm(args: string[], opts: { env?: Record<string, string>; input?: string; cwd?: string } = {}) {
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', env: { ...process.env, ...opts.env }, input: opts.input, cwd: opts.cwd, timeout: 120_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -134,6 +134,24 @@ describe('lwm chat', () => {
     expect(turns).toHaveLength(2);
     expect(turns[0].tokens).toEqual(one.tokens.slice(0, 4));
     expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--sp', '2']), /--sp N prefills a long --file document/);
+  });
+
+  it('without --model uses the newest checkpoint of ./lwm-out (what lwm train wrote), else the random tiny preset', () => {
+    const cwd = path.join(work, 'project');
+    for (const step of ['step-00000002', 'step-00000010']) {
+      const dir = path.join(cwd, 'lwm-out', 'checkpoints', step);
+      fs.mkdirSync(dir, { recursive: true });
+      for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(model, f), path.join(dir, f));
+      fs.writeFileSync(path.join(dir, 'trainer.json'), '{}');
+    }
+    const q = 'What is the capital of France?';
+    const r = lwm(['chat', '-p', q, '-n', '6', '--json'], { cwd });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/using the newest training checkpoint .*step-00000010/);
+    expect(JSON.parse(r.stdout).tokens).toEqual(JSON.parse(lwm(['chat', '-m', model, '-p', q, '-n', '6', '--json']).stdout).tokens);
+    const bare = lwm(['chat', '-p', q, '-n', '2'], { cwd: work });
+    expect(bare.code).toBe(0);
+    expect(bare.stderr).toMatch(/built-in 'tiny' preset with random weights/);
   });
 
   it('gives one-line errors for bad input', () => {
