@@ -151,7 +151,9 @@ function build(obj: unknown, state: unknown): unknown {
  * Parses a pickle. `persistentLoad` resolves persistent ids (torch .bin files); without it a
  * persistent id is an error. Throws CheckpointError naming any global that is not allowed.
  */
-export function readPickle(bytes: Uint8Array, what = 'pickle', persistentLoad?: PersistentLoad): unknown {
+export function readPickle(input: Uint8Array, what = 'pickle', persistentLoad?: PersistentLoad): unknown {
+  // A plain Uint8Array view (not a Node Buffer), so arrays handed out copy on slice() as usual.
+  const bytes = new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const f = new Frame();
   const st = f.stack;
