@@ -200,21 +200,42 @@ export function scanJaxParams(file: string): JaxRecord[] {
 
 /** One record's values as float32 (bf16, f16 or f32 on disk), read part by part. */
 export function readJaxTensorF32(file: string, rec: JaxRecord): Float32Array {
-  const n = rec.shape.reduce((a, b) => a * b, 1);
-  const out = new Float32Array(n);
+  return readJaxSliceF32(file, rec, 0, rec.shape.reduce((a, b) => a * b, 1));
+}
+
+/**
+ * `count` values from element `start` of a record (e.g. one layer of a scanned, stacked tensor),
+ * reading only those bytes, across chunk boundaries.
+ */
+export function readJaxSliceF32(file: string, rec: JaxRecord, start: number, count: number): Float32Array {
+  const size = ITEM_SIZE[rec.dtype];
+  if (rec.dtype !== 'float32' && rec.dtype !== 'bfloat16' && rec.dtype !== 'float16') {
+    throw new CheckpointError(`${file}: '${rec.key.join('/')}' is ${rec.dtype}; weights are read as bfloat16, float16 or float32`);
+  }
+  const out = new Float32Array(count);
   const fd = fs.openSync(file, 'r');
   try {
+    let skip = start * size!;
+    let want = count * size!;
     let o = 0;
     for (const p of rec.parts) {
-      const buf = Buffer.alloc(p.length);
-      if (fs.readSync(fd, buf, 0, p.length, p.offset) !== p.length) throw new CheckpointError(`${file}: truncated inside '${rec.key.join('/')}'`);
-      const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength).slice();
+      if (want === 0) break;
+      if (skip >= p.length) {
+        skip -= p.length;
+        continue;
+      }
+      const n = Math.min(p.length - skip, want);
+      const bytes = new Uint8Array(n);
+      if (fs.readSync(fd, bytes, 0, n, p.offset + skip) !== n) throw new CheckpointError(`${file}: truncated inside '${rec.key.join('/')}'; download or copy it again`);
+      const k = n / size!;
       if (rec.dtype === 'float32') out.set(new Float32Array(bytes.buffer), o);
-      else if (rec.dtype === 'bfloat16') bf16ToF32(new Uint16Array(bytes.buffer), out.subarray(o));
-      else if (rec.dtype === 'float16') f16ToF32(new Uint16Array(bytes.buffer), out.subarray(o));
-      else throw new CheckpointError(`${file}: '${rec.key.join('/')}' is ${rec.dtype}; weights are read as bfloat16, float16 or float32`);
-      o += p.length / ITEM_SIZE[rec.dtype]!;
+      else if (rec.dtype === 'bfloat16') bf16ToF32(new Uint16Array(bytes.buffer), out.subarray(o, o + k));
+      else f16ToF32(new Uint16Array(bytes.buffer), out.subarray(o, o + k));
+      o += k;
+      want -= n;
+      skip = 0;
     }
+    if (want > 0) throw new CheckpointError(`${file}: '${rec.key.join('/')}' holds fewer than ${start + count} values`);
     return out;
   } finally {
     fs.closeSync(fd);

@@ -1,0 +1,114 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CheckpointError } from '../../ops/index.js';
+import { paramName, paramSpecs, toHfConfig, type LayerPart, type LlamaConfig } from '../../models/index.js';
+import { readJaxSliceF32, scanJaxParams, type JaxRecord } from '../checkpoint/jaxParams.js';
+import { writeFileAtomic, writeSafetensorsSharded, type TensorToWrite } from '../checkpoint/safetensors.js';
+
+/** How a Flax tensor becomes the Hugging Face one: as is, transposed, or transposed with q/k rows permuted. */
+type Transform = 'none' | 'transpose' | 'rope';
+
+/** Jax path under a layer (`transformer/h/<i>/` or `transformer/h/scan_decoder/`) of each HF layer part. */
+const LAYER_SOURCES: Readonly<Record<LayerPart, [string, Transform]>> = {
+  input_layernorm: ['attention_norm/kernel', 'none'],
+  'self_attn.q_proj': ['attention/wq/kernel', 'rope'],
+  'self_attn.k_proj': ['attention/wk/kernel', 'rope'],
+  'self_attn.v_proj': ['attention/wv/kernel', 'transpose'],
+  'self_attn.o_proj': ['attention/wo/kernel', 'transpose'],
+  post_attention_layernorm: ['ffn_norm/kernel', 'none'],
+  'mlp.gate_proj': ['feed_forward/w1/kernel', 'transpose'],
+  'mlp.up_proj': ['feed_forward/w3/kernel', 'transpose'],
+  'mlp.down_proj': ['feed_forward/w2/kernel', 'transpose'],
+};
+
+const TOP_SOURCES: Readonly<Record<string, [string, Transform]>> = {
+  [paramName.embed]: ['transformer/wte/embedding', 'none'],
+  [paramName.visionEmbed]: ['transformer/vte/embedding', 'none'],
+  [paramName.finalNorm]: ['transformer/ln_f/kernel', 'none'],
+  [paramName.lmHead]: ['lm_head/kernel', 'transpose'],
+  [paramName.visionHead]: ['vision_head/kernel', 'transpose'],
+};
+
+/**
+ * Flax (in, out) to HF (out, in); for q/k also LWM's interleaved RoPE pairs to rotate-half rows:
+ * Jax column h*D + 2i + j is HF row h*D + j*D/2 + i (lwm-spec 2.5).
+ */
+function toHf(src: Float32Array, rows: number, cols: number, t: Transform, headDim: number): Float32Array {
+  if (t === 'none') return src;
+  const out = new Float32Array(src.length);
+  const half = headDim / 2;
+  for (let r = 0; r < cols; r++) {
+    let c = r;
+    if (t === 'rope') {
+      const h = Math.floor(r / headDim);
+      const w = r % headDim;
+      c = h * headDim + 2 * (w % half) + Math.floor(w / half);
+    }
+    for (let e = 0; e < rows; e++) out[r * rows + e] = src[e * cols + c]!;
+  }
+  return out;
+}
+
+export interface ConvertJaxOptions {
+  /** The architecture (theta and length included: Jax files store neither). */
+  config: Readonly<LlamaConfig>;
+  dtype?: 'F32' | 'BF16';
+  maxShardBytes?: number;
+}
+
+/**
+ * An LWM Jax `params` file (scanned or unscanned layers; `trainstate` files via their
+ * params/params/ keys) to a model folder. Each tensor is read from its file offsets when it is
+ * written, so memory holds about one tensor; the folder is built aside and renamed at the end.
+ */
+export function convertJaxParams(file: string, outDir: string, opts: ConvertJaxOptions): { tensors: number; scanned: boolean } {
+  const c = opts.config;
+  const byKey = new Map<string, JaxRecord>();
+  for (const r of scanJaxParams(file)) {
+    const k = r.key[0] === 'params' && r.key[1] === 'params' ? r.key.slice(2) : r.key;
+    byKey.set(k.join('/'), r);
+  }
+  const scanned = [...byKey.keys()].some((k) => k.startsWith('transformer/h/scan_decoder/'));
+  const find = (key: string) => {
+    const r = byKey.get(key);
+    if (!r) throw new CheckpointError(`${file}: record '${key}' is missing; is this an LWM params file for this config (layers ${c.numLayers}, vision ${c.visionVocabSize > 0})?`);
+    return r;
+  };
+  const tensors: TensorToWrite[] = paramSpecs(c).map((s) => {
+    const m = /^model\.layers\.(\d+)\.(.+)\.weight$/.exec(s.name);
+    const [source, t] = m ? LAYER_SOURCES[m[2] as LayerPart] : (TOP_SOURCES[s.name] ?? ['', 'none']);
+    if (!source) throw new CheckpointError(`convert: no Jax source for '${s.name}'`);
+    const layer = m ? Number(m[1]) : -1;
+    const key = m ? (scanned ? `transformer/h/scan_decoder/${source}` : `transformer/h/${layer}/${source}`) : source;
+    const rec = find(key);
+    const jaxShape = t === 'none' ? s.shape : [...s.shape].reverse();
+    const want = m && scanned ? [c.numLayers, ...jaxShape] : jaxShape;
+    if (rec.shape.join() !== want.join()) throw new CheckpointError(`${file}: '${key}' has shape [${rec.shape}] but the config needs [${want}]; check --preset/--config`);
+    const per = jaxShape.reduce((a, b) => a * b, 1);
+    return {
+      name: s.name,
+      shape: s.shape,
+      data: () => {
+        const src = readJaxSliceF32(file, rec, m && scanned ? layer * per : 0, per);
+        return toHf(src, jaxShape[0]!, jaxShape[1] ?? 1, t, c.headDim);
+      },
+    };
+  });
+  const dtype = opts.dtype ?? 'BF16';
+  const parent = path.dirname(path.resolve(outDir));
+  if (fs.existsSync(outDir) && fs.readdirSync(outDir).length > 0) throw new CheckpointError(`${outDir} exists and is not empty; choose a new output folder`);
+  fs.mkdirSync(parent, { recursive: true });
+  const tmp = path.join(parent, `.${path.basename(outDir)}.tmp-${process.pid}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp);
+  try {
+    writeSafetensorsSharded(tmp, tensors, dtype, { maxShardBytes: opts.maxShardBytes, metadata: { lwm_format: 'lwm', lwm_format_version: '1', converted_from: path.basename(file) } });
+    writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(toHfConfig(c, dtype === 'BF16' ? 'bfloat16' : 'float32'), null, 2) + '\n');
+    if (fs.existsSync(outDir)) fs.rmdirSync(outDir);
+    fs.renameSync(tmp, outDir);
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return { tensors: tensors.length, scanned };
+}
