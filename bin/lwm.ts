@@ -2,6 +2,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { chatCommand } from './commands/chat.js';
+import { convertCommand } from './commands/convert.js';
 import { doctorCommand } from './commands/doctor.js';
 import { generateCommand } from './commands/generate.js';
 import { launchCommand } from './commands/launch.js';
@@ -18,6 +19,7 @@ await yargs(argv)
   .parserConfiguration({ 'duplicate-arguments-array': false })
   .usage('$0 <command> [options]\n\nLarge World Model (LWM) on TensorFlow.js: long-context text and video-language models without Python.')
   .command(chatCommand)
+  .command(convertCommand)
   .command(generateCommand)
   .command(doctorCommand)
   .command(launchCommand)
