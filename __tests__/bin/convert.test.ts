@@ -25,6 +25,15 @@ describe('lwm convert', () => {
     expect(gen(out).tokens).toEqual(gen(ref).tokens);
   });
 
+  it('turns a sharded PyTorch .bin folder into a model folder that generates what the original does', () => {
+    const out = path.join(work, 'from-bin');
+    const r = lwm(['convert', fixture('tiny-lwm-text-pt'), out]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/21 tensors from PyTorch \.bin/);
+    const gen = (m: string) => JSON.parse(lwm(['generate', '-m', m, '--prompt-tokens', '1,450,4996,17354', '-n', '8', '--json']).stdout);
+    expect(gen(out).tokens).toEqual(gen(ref).tokens);
+  });
+
   it('turns the vqgan pickle into a VQGAN folder', () => {
     const out = path.join(work, 'vqgan');
     const r = lwm(['convert', path.join(fixture('tiny-vqgan-pickle'), 'vqgan-protocol5'), out, '--config', path.join(fixture('tiny-vqgan-pickle'), 'config.json')]);
