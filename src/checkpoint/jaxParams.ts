@@ -1,6 +1,9 @@
 import * as fs from 'node:fs';
 import { CheckpointError } from '../../ops/index.js';
-import { bf16ToF32, f16ToF32 } from './dtype.js';
+import { readTensorF32 } from './safetensors.js';
+
+/** Jax dtype names of the float weights, as safetensors dtypes (the same bytes). */
+const STORAGE: Readonly<Record<string, 'F32' | 'F16' | 'BF16'>> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 
 /**
  * LWM's Jax StreamingCheckpointer files (lwm-spec 8.2): a bare sequence of msgpack records
@@ -208,36 +211,27 @@ export function readJaxTensorF32(file: string, rec: JaxRecord): Float32Array {
  * reading only those bytes, across chunk boundaries.
  */
 export function readJaxSliceF32(file: string, rec: JaxRecord, start: number, count: number): Float32Array {
-  const size = ITEM_SIZE[rec.dtype];
-  if (rec.dtype !== 'float32' && rec.dtype !== 'bfloat16' && rec.dtype !== 'float16') {
-    throw new CheckpointError(`${file}: '${rec.key.join('/')}' is ${rec.dtype}; weights are read as bfloat16, float16 or float32`);
-  }
-  const out = new Float32Array(count);
-  const fd = fs.openSync(file, 'r');
-  try {
-    let skip = start * size!;
-    let want = count * size!;
-    let o = 0;
-    for (const p of rec.parts) {
-      if (want === 0) break;
-      if (skip >= p.length) {
-        skip -= p.length;
-        continue;
-      }
-      const n = Math.min(p.length - skip, want);
-      const bytes = new Uint8Array(n);
-      if (fs.readSync(fd, bytes, 0, n, p.offset + skip) !== n) throw new CheckpointError(`${file}: truncated inside '${rec.key.join('/')}'; download or copy it again`);
-      const k = n / size!;
-      if (rec.dtype === 'float32') out.set(new Float32Array(bytes.buffer), o);
-      else if (rec.dtype === 'bfloat16') bf16ToF32(new Uint16Array(bytes.buffer), out.subarray(o, o + k));
-      else f16ToF32(new Uint16Array(bytes.buffer), out.subarray(o, o + k));
-      o += k;
-      want -= n;
-      skip = 0;
+  const dtype = STORAGE[rec.dtype];
+  if (!dtype) throw new CheckpointError(`${file}: '${rec.key.join('/')}' is ${rec.dtype}; weights are read as bfloat16, float16 or float32`);
+  const size = ITEM_SIZE[rec.dtype]!;
+  const pieces: Float32Array[] = [];
+  let skip = start * size;
+  let want = count * size;
+  for (const p of rec.parts) {
+    if (want === 0) break;
+    if (skip >= p.length) {
+      skip -= p.length;
+      continue;
     }
-    if (want > 0) throw new CheckpointError(`${file}: '${rec.key.join('/')}' holds fewer than ${start + count} values`);
-    return out;
-  } finally {
-    fs.closeSync(fd);
+    const n = Math.min(p.length - skip, want);
+    pieces.push(readTensorF32({ name: rec.key.join('/'), dtype, shape: [n / size], offset: p.offset + skip, byteLength: n }, file));
+    want -= n;
+    skip = 0;
   }
+  if (want > 0) throw new CheckpointError(`${file}: '${rec.key.join('/')}' holds fewer than ${start + count} values`);
+  if (pieces.length === 1) return pieces[0]!;
+  const out = new Float32Array(count);
+  let o = 0;
+  for (const piece of pieces) (out.set(piece, o), (o += piece.length));
+  return out;
 }

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { CheckpointError } from '../../ops/index.js';
-import { bf16ToF32, f16ToF32 } from './dtype.js';
+import { readTensorF32 } from './safetensors.js';
 import { readPickle } from './pickle.js';
 
 /**
@@ -142,19 +142,7 @@ export function readTorchBin(file: string): TorchTensorRef[] {
   }
 }
 
-/** A located tensor's values as float32. */
+/** A located tensor's values as float32 (a byte range of F32/F16/BF16, as safetensors entries are). */
 export function readTorchTensorF32(t: TorchTensorRef): Float32Array {
-  const fd = fs.openSync(t.file, 'r');
-  try {
-    const bytes = new Uint8Array(readAt(fd, t.offset, t.byteLength, t.file));
-    const n = t.byteLength / (t.dtype === 'F32' ? 4 : 2);
-    if (t.dtype === 'F32') return new Float32Array(bytes.slice().buffer);
-    const out = new Float32Array(n);
-    const half = new Uint16Array(bytes.slice().buffer);
-    if (t.dtype === 'BF16') bf16ToF32(half, out);
-    else f16ToF32(half, out);
-    return out;
-  } finally {
-    fs.closeSync(fd);
-  }
+  return readTensorF32(t, t.file);
 }

@@ -1,9 +1,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError } from '../../ops/index.js';
-import { paramSpecs, toHfConfig } from '../../models/index.js';
+import { paramSpecs } from '../../models/index.js';
 import { readModelConfig } from '../checkpoint/modelDir.js';
-import { writeFileAtomic, writeSafetensorsSharded, type TensorToWrite } from '../checkpoint/safetensors.js';
+import type { TensorToWrite } from '../checkpoint/safetensors.js';
+import { writeConvertedModel } from './output.js';
 import { readTorchBin, readTorchTensorF32, type TorchTensorRef } from '../checkpoint/torchBin.js';
 
 /** The .bin files of a Hugging Face folder: those the index names, or the single pytorch_model.bin. */
@@ -38,24 +39,8 @@ export function convertHfBin(dir: string, outDir: string, opts: { dtype?: 'F32' 
   });
   const extra = [...refs.keys()].filter((n) => !specs.some((s) => s.name === n));
   if (extra.length) throw new CheckpointError(`${dir}: '${extra[0]}' is not a parameter of the model config.json describes`);
-  const dtype = opts.dtype ?? 'BF16';
-  if (fs.existsSync(outDir) && fs.readdirSync(outDir).length > 0) throw new CheckpointError(`${outDir} exists and is not empty; choose a new output folder`);
-  const parent = path.dirname(path.resolve(outDir));
-  fs.mkdirSync(parent, { recursive: true });
-  const tmp = path.join(parent, `.${path.basename(outDir)}.tmp-${process.pid}`);
-  fs.rmSync(tmp, { recursive: true, force: true });
-  fs.mkdirSync(tmp);
-  try {
-    writeSafetensorsSharded(tmp, tensors, dtype, { metadata: { lwm_format: 'lwm', lwm_format_version: '1' } });
-    writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(toHfConfig(config, dtype === 'BF16' ? 'bfloat16' : 'float32'), null, 2) + '\n');
-    for (const f of ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json']) {
-      if (fs.existsSync(path.join(dir, f))) fs.copyFileSync(path.join(dir, f), path.join(tmp, f));
-    }
-    if (fs.existsSync(outDir)) fs.rmdirSync(outDir);
-    fs.renameSync(tmp, outDir);
-  } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  writeConvertedModel(outDir, tensors, config, opts.dtype ?? 'BF16', {
+    copy: { from: dir, files: ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'] },
+  });
   return { tensors: tensors.length };
 }

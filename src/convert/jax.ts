@@ -1,9 +1,9 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError } from '../../ops/index.js';
-import { paramName, paramSpecs, toHfConfig, type LayerPart, type LlamaConfig } from '../../models/index.js';
+import { paramName, paramSpecs, type LayerPart, type LlamaConfig } from '../../models/index.js';
 import { readJaxSliceF32, scanJaxParams, type JaxRecord } from '../checkpoint/jaxParams.js';
-import { writeFileAtomic, writeSafetensorsSharded, type TensorToWrite } from '../checkpoint/safetensors.js';
+import type { TensorToWrite } from '../checkpoint/safetensors.js';
+import { writeConvertedModel } from './output.js';
 
 /** How a Flax tensor becomes the Hugging Face one: as is, transposed, or transposed with q/k rows permuted. */
 type Transform = 'none' | 'transpose' | 'rope';
@@ -94,21 +94,6 @@ export function convertJaxParams(file: string, outDir: string, opts: ConvertJaxO
       },
     };
   });
-  const dtype = opts.dtype ?? 'BF16';
-  const parent = path.dirname(path.resolve(outDir));
-  if (fs.existsSync(outDir) && fs.readdirSync(outDir).length > 0) throw new CheckpointError(`${outDir} exists and is not empty; choose a new output folder`);
-  fs.mkdirSync(parent, { recursive: true });
-  const tmp = path.join(parent, `.${path.basename(outDir)}.tmp-${process.pid}`);
-  fs.rmSync(tmp, { recursive: true, force: true });
-  fs.mkdirSync(tmp);
-  try {
-    writeSafetensorsSharded(tmp, tensors, dtype, { maxShardBytes: opts.maxShardBytes, metadata: { lwm_format: 'lwm', lwm_format_version: '1', converted_from: path.basename(file) } });
-    writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(toHfConfig(c, dtype === 'BF16' ? 'bfloat16' : 'float32'), null, 2) + '\n');
-    if (fs.existsSync(outDir)) fs.rmdirSync(outDir);
-    fs.renameSync(tmp, outDir);
-  } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  writeConvertedModel(outDir, tensors, c, opts.dtype ?? 'BF16', { maxShardBytes: opts.maxShardBytes, metadata: { converted_from: path.basename(file) } });
   return { tensors: tensors.length, scanned };
 }
