@@ -1,16 +1,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { generate, loadModel, readSafetensorsHeader, readTensorF32 } from '../../../src/index.js';
+import { loadModel, readSafetensorsHeader, readTensorF32 } from '../../../src/index.js';
 import { readTorchBin, readTorchTensorF32 } from '../../../src/checkpoint/torchBin.js';
 import { convertHfBin } from '../../../src/convert/hfBin.js';
 import { fixture, tmpDir } from '../../helpers/paths.js';
+import { expectFirstGoldenCase } from '../../helpers/golden.js';
 
 const pt = fixture('tiny-lwm-text-pt');
 const ref = fixture('tiny-lwm-text');
 const refFile = path.join(ref, 'model.safetensors');
 const refHeader = readSafetensorsHeader(refFile);
-const expected = JSON.parse(fs.readFileSync(path.join(ref, 'expected.json'), 'utf8')) as { cases: { prompt: number[]; greedy: number[]; steps: { top: [number, number][] }[] }[] };
 const work = tmpDir('torch-bin');
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
@@ -35,13 +35,7 @@ describe('PyTorch .bin (torch.save zip)', () => {
     expect(convertHfBin(pt, out)).toEqual({ tensors: 21 });
     const model = loadModel(out);
     try {
-      const c = expected.cases[0]!;
-      const r = await generate(model, c.prompt, { maxTokens: c.greedy.length, topLogprobs: 5, stopTokens: [] });
-      expect(r.tokens).toEqual(c.greedy);
-      r.steps.forEach((s, k) => {
-        expect(s.top!.map(([id]) => id)).toEqual(c.steps[k]!.top.map(([id]) => id));
-        s.top!.forEach(([, lp], j) => expect(Math.abs(lp - c.steps[k]!.top[j]![1])).toBeLessThan(1e-3));
-      });
+      await expectFirstGoldenCase(model);
     } finally {
       model.dispose();
     }
