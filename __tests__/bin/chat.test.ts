@@ -5,18 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createModel, defaultTokenizer, saveModel, userTurnTokens } from '../../src/index.js';
 import { cliPath, fixture, tmpDir } from '../helpers/paths.js';
 import { makeClip, saveTinyVqgan } from '../helpers/media.js';
+import { expectOneLineError, lwm } from '../helpers/cli.js';
 
-function lwm(args: string[], opts: { env?: Record<string, string>; input?: string; cwd?: string } = {}) {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', env: { ...process.env, ...opts.env }, input: opts.input, cwd: opts.cwd, timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
-function expectOneLineError(r: ReturnType<typeof lwm>, pattern: RegExp): void {
-  expect(r.code).toBe(1);
-  const lines = r.stderr.trim().split('\n');
-  expect(lines[lines.length - 1]).toMatch(pattern);
-  expect(r.stderr).not.toMatch(/\n\s+at /);
-}
 
 const model = fixture('tiny-lwm-text');
 const tok = defaultTokenizer();
@@ -133,7 +124,7 @@ describe('lwm chat', () => {
     const turns = repl.stdout.trim().split('\n').map((l) => JSON.parse(l));
     expect(turns).toHaveLength(2);
     expect(turns[0].tokens).toEqual(one.tokens.slice(0, 4));
-    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--sp', '2']), /--sp N prefills a long --file document/);
+    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--sp', '2']), /--sp N prefills a long --file document/, { afterProgress: true });
   });
 
   it('without --model uses the newest checkpoint of ./lwm-out (what lwm train wrote), else the random tiny preset', () => {
@@ -155,14 +146,14 @@ describe('lwm chat', () => {
   });
 
   it('gives one-line errors for bad input', () => {
-    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--file', path.join(work, 'missing.txt')]), /--file .*missing\.txt: no such file/);
-    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--fps', '1', '--max-frames', '2']), /--fps or --max-frames, not both/);
+    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--file', path.join(work, 'missing.txt')]), /--file .*missing\.txt: no such file/, { afterProgress: true });
+    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--fps', '1', '--max-frames', '2']), /--fps or --max-frames, not both/, { afterProgress: true });
     const img = path.join(work, 'x.png');
     fs.writeFileSync(img, 'not really a png');
-    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--image', img]), /need a VQGAN|text model/);
+    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '--image', img]), /need a VQGAN|text model/, { afterProgress: true });
     const long = path.join(work, 'long.txt');
     fs.writeFileSync(long, 'word '.repeat(5000));
-    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '-f', long]), /would need \d+ tokens .*context is 4096; pass --truncate/);
+    expectOneLineError(lwm(['chat', '-m', model, '-p', 'q', '-f', long]), /would need \d+ tokens .*context is 4096; pass --truncate/, { afterProgress: true });
     const cut = lwm(['chat', '-m', model, '-p', 'q', '-f', long, '--truncate', '-n', '2', '--json']);
     expect(cut.code).toBe(0);
     expect(JSON.parse(cut.stdout).usage.truncated_document_tokens).toBeGreaterThan(0);

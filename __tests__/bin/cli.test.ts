@@ -3,20 +3,10 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from '@jest/globals';
 import { cliPath, fixture, tmpDir } from '../helpers/paths.js';
+import { expectOneLineError, lwm } from '../helpers/cli.js';
 
-function lwm(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 /** Failures are one line on stderr, exit code 1, no stack trace. */
-function expectOneLineError(r: ReturnType<typeof lwm>, pattern: RegExp): void {
-  expect(r.code).toBe(1);
-  const lines = r.stderr.trim().split('\n');
-  expect(lines).toHaveLength(1);
-  expect(lines[0]).toMatch(pattern);
-  expect(r.stderr).not.toMatch(/\n\s+at /);
-}
 
 const model = fixture('tiny-lwm-text');
 const expected = JSON.parse(fs.readFileSync(path.join(model, 'expected.json'), 'utf8'));
@@ -93,10 +83,10 @@ describe('lwm CLI', () => {
     expect(r.code).toBe(0);
     for (const key of ['backend', 'native', 'threads', 'ffmpeg', 'node', 'ring']) expect(r.stdout).toMatch(new RegExp(`^${key}\\s`, 'm'));
     expect(r.stdout).toMatch(/^ring\s+zeromq \d+\.\d+\.\d+; single process/m);
-    expect(lwm(['doctor'], { RANK: '2', WORLD_SIZE: '3' }).stdout).toMatch(/^ring\s+zeromq .*; rank 2 of 3 \(torchrun\)/m);
-    const j = JSON.parse(lwm(['doctor', '--json'], { LWM_BACKEND: 'cpu' }).stdout);
+    expect(lwm(['doctor'], { env: { RANK: '2', WORLD_SIZE: '3' } }).stdout).toMatch(/^ring\s+zeromq .*; rank 2 of 3 \(torchrun\)/m);
+    const j = JSON.parse(lwm(['doctor', '--json'], { env: { LWM_BACKEND: 'cpu' } }).stdout);
     expect(j.backend).toBe('cpu');
     expect(j.backend_reason).toBe('LWM_BACKEND=cpu');
-    expectOneLineError(lwm(['doctor'], { LWM_BACKEND: 'tpu' }), /LWM_BACKEND='tpu' is not one of auto, node-gpu, node, cpu/);
+    expectOneLineError(lwm(['doctor'], { env: { LWM_BACKEND: 'tpu' } }), /LWM_BACKEND='tpu' is not one of auto, node-gpu, node, cpu/);
   });
 });

@@ -10,18 +10,9 @@ import { saveModel } from '../../src/checkpoint/modelDir.js';
 import { saveVqgan } from '../../src/checkpoint/vqgan.js';
 import { randomTinyVqgan } from '../../src/vision/run.js';
 import { cliPath, tmpDir } from '../helpers/paths.js';
+import { expectOneLineError, lwm } from '../helpers/cli.js';
 
-function lwm(args: string[]) {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
-function expectOneLineError(r: ReturnType<typeof lwm>, pattern: RegExp): void {
-  expect(r.code).toBe(1);
-  const lines = r.stderr.trim().split('\n');
-  expect(lines).toHaveLength(1);
-  expect(lines[0]).toMatch(pattern);
-}
 
 let dir = '';
 /** tiny-vision weights with no vqgan/ beside them. */

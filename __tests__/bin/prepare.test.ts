@@ -5,21 +5,14 @@ import * as path from 'node:path';
 import { makeClip, makeMedia, saveTinyVqgan } from '../helpers/media.js';
 import { treeBytes } from '../helpers/files.js';
 import { cliPath, tmpDir } from '../helpers/paths.js';
+import { expectOneLineError, lwm } from '../helpers/cli.js';
 
 let dir = '';
 let data = '';
 let vq = '';
 const f = (...p: string[]): string => path.join(dir, ...p);
 
-function lwm(args: string[]) {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', timeout: 300_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
-function expectOneLineError(r: ReturnType<typeof lwm>, pattern: RegExp): void {
-  expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(pattern)]);
-  expect(r.code).toBe(1);
-}
 
 function manifest(name: string, lines: (object | string)[]): string {
   const file = path.join(data, name);

@@ -4,20 +4,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadCheckpoint } from '../../src/train/checkpoint.js';
 import { cliPath, tmpDir } from '../helpers/paths.js';
+import { expectOneLineError, lwm } from '../helpers/cli.js';
 
 let dir = '';
 let data = '';
 const f = (...p: string[]): string => path.join(dir, ...p);
 
-function lwm(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', timeout: 300_000, env: { ...process.env, ...env } });
-  return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
-}
 
-function expectOneLineError(r: ReturnType<typeof lwm>, pattern: RegExp): void {
-  expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(pattern)]);
-  expect(r.code).toBe(1);
-}
 
 /** Metric lines with a training loss, as exact JSON text (bit-identical comparison). */
 function losses(out: string): string[] {
@@ -72,7 +65,7 @@ describe('lwm train', () => {
 
   it('killed while writing a checkpoint, the previous one stays loadable and --resume continues from it', () => {
     const out = f('crash');
-    const r = lwm(base(out), { LWM_TEST_CRASH_IN_SAVE: '6' });
+    const r = lwm(base(out), { env: { LWM_TEST_CRASH_IN_SAVE: '6' } });
     expect(r.signal).toBe('SIGKILL');
     const names = fs.readdirSync(path.join(out, 'checkpoints'));
     expect(names.filter((n) => n.startsWith('step-'))).toEqual(['step-00000003']);
