@@ -189,7 +189,7 @@ export function fromHfConfig(j: Record<string, unknown>, source = 'config.json')
   );
 }
 
-export function toHfConfig(c: LlamaConfig, dtype: 'float32' | 'bfloat16'): Record<string, unknown> {
+export function toHfConfig(c: LlamaConfig, dtype: 'float32' | 'float16' | 'bfloat16'): Record<string, unknown> {
   return {
     architectures: [c.visionVocabSize > 0 ? 'LWMVisionLlamaForCausalLM' : 'LlamaForCausalLM'],
     model_type: 'llama',

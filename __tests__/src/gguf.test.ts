@@ -2,9 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import { CheckpointError, ConfigError, createModel, defaultTokenizer, readWeightIndex, readTensorF32, saveModel } from '../../src/index.js';
-import { f16ToF32 } from '../../src/checkpoint/dtype.js';
+import { f16ToF32, f32ToF16 } from '../../src/checkpoint/dtype.js';
 import {
-  f32ToF16,
   GgmlType,
   GgufTokenType,
   GgufValueType,

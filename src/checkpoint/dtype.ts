@@ -23,6 +23,27 @@ export function f32ToBf16(src: Float32Array, dst: Uint16Array): void {
   }
 }
 
+/** IEEE binary16 with round-to-nearest-even; overflow becomes infinity, NaN stays NaN. */
+export function f32ToF16(src: Float32Array, dst: Uint16Array): void {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < src.length; i++) {
+    const u = bits[i]!;
+    const sign = (u >>> 16) & 0x8000;
+    const a = u & 0x7fffffff;
+    if (a > 0x7f800000) dst[i] = sign | 0x7e00;
+    else if (a >= 0x477ff000) dst[i] = sign | 0x7c00; // >= 65520 rounds past the largest half
+    else if (a >= 0x38800000) {
+      const m = a - 0x38000000; // rebias the exponent from 127 to 15
+      dst[i] = sign | ((m + 0x0fff + ((m >>> 13) & 1)) >>> 13);
+    } else {
+      const v = Math.abs(src[i]!) * 2 ** 24; // exact: a subnormal half counts units of 2^-24
+      let r = Math.round(v);
+      if (r - v === 0.5 && r % 2 === 1) r -= 1;
+      dst[i] = sign | r;
+    }
+  }
+}
+
 const F16_TABLE = (() => {
   const t = new Float32Array(65536);
   for (let h = 0; h < 65536; h++) {

@@ -3,11 +3,11 @@ import * as path from 'node:path';
 import llamaTokenizer from 'llama-tokenizer-js';
 import { CheckpointError, ConfigError } from '../../ops/errors.js';
 import type { LlamaConfig } from '../../models/config.js';
-import { paramSpecs } from '../../models/params.js';
 import { DEFAULT_TOKENIZER_SOURCE, loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
-import { f32ToBf16 } from './dtype.js';
-import { readModelConfig } from './modelDir.js';
-import { readTensorF32, readWeightIndex } from './safetensors.js';
+import { f32ToBf16, f32ToF16 } from './dtype.js';
+import { WrittenRanges } from './files.js';
+import { readModelConfig, safetensorsSource } from './modelDir.js';
+import type { ModelSource } from './source.js';
 
 /**
  * GGUF v3 export, so llama.cpp (and what is built on it) can run lwm checkpoints as its `llama`
@@ -40,18 +40,37 @@ const BYTE_PIECE = /^<0x[0-9A-Fa-f]{2}>$/;
  * and written one at a time; the file appears under its name only once complete.
  * 1-D (norm) weights stay F32 whatever `dtype` is, as llama.cpp's own converter does.
  */
-export function writeGguf(modelDir: string, outFile: string, opts: { dtype?: GgufDtype } = {}): void {
-  const dtype = opts.dtype ?? 'F32';
-  if (!(dtype in GgmlType)) throw new ConfigError(`writeGguf: dtype must be F32, F16 or BF16, got ${JSON.stringify(dtype)}`);
-  const config = readModelConfig(modelDir);
-  if (config.visionVocabSize > 0) {
+export function writeGguf(modelDir: string, outFile: string, opts: GgufWriteOptions = {}): void {
+  if (opts.dtype !== undefined && !(opts.dtype in GgmlType)) throw new ConfigError(`writeGguf: dtype must be F32, F16 or BF16, got ${JSON.stringify(opts.dtype)}`);
+  // Refused on config.json alone, before any weight is read.
+  refuseVision(readModelConfig(modelDir), modelDir);
+  writeGgufFrom(safetensorsSource(modelDir), outFile, opts);
+}
+
+function refuseVision(c: LlamaConfig, name: string): void {
+  if (c.visionVocabSize > 0) {
     throw new CheckpointError(
-      `${modelDir}: is an LWM vision-language model (vision_vocab_size ${config.visionVocabSize}); GGUF export supports text models only, since llama.cpp has no LWM vision architecture`,
+      `${name}: is an LWM vision-language model (vision_vocab_size ${c.visionVocabSize}); GGUF export supports text models only, since llama.cpp has no LWM vision architecture (try --text-only with --to hf)`,
     );
   }
-  const tensors = planTensors(modelDir, config, dtype);
+}
+
+export interface GgufWriteOptions {
+  dtype?: GgufDtype;
+  /** Called after each tensor's bytes are written (progress). */
+  onWrite?: (bytes: number) => void;
+  /** Read the finished file back and compare every tensor's sha256 with what was written. */
+  verify?: boolean;
+}
+
+/** GGUF from any model source (a model folder, a PyTorch or Jax checkpoint being converted). */
+export function writeGgufFrom(src: ModelSource, outFile: string, opts: GgufWriteOptions = {}): void {
+  const dtype = opts.dtype ?? 'F32';
+  if (!(dtype in GgmlType)) throw new ConfigError(`writeGguf: dtype must be F32, F16 or BF16, got ${JSON.stringify(dtype)}`);
+  refuseVision(src.config, src.name);
+  const tensors = planTensors(src, dtype);
   const header = new ByteWriter();
-  const meta = metadata(modelDir, config, dtype);
+  const meta = metadata(src, dtype);
   header.u32(GGUF_MAGIC).u32(GGUF_VERSION).u64(tensors.length).u64(meta.length);
   for (const [key, e] of meta) header.str(key).entry(e);
   let offset = 0;
@@ -67,17 +86,30 @@ export function writeGguf(modelDir: string, outFile: string, opts: { dtype?: Ggu
   if (!fs.existsSync(dir)) throw new CheckpointError(`${outFile}: the folder ${dir} does not exist`);
   const tmp = `${outFile}.tmp-${process.pid}`;
   const fd = fs.openSync(tmp, 'w');
+  const head = header.bytes();
+  const ranges = opts.verify ? new WrittenRanges() : undefined;
   try {
-    writeAll(fd, header.bytes());
+    writeAll(fd, head);
+    let at = head.length;
     for (const t of tensors) {
       const bytes = encode(t.read(), t.dtype);
+      ranges?.begin(t.name, at);
+      ranges?.update(bytes);
       writeAll(fd, bytes);
       writeAll(fd, new Uint8Array(alignUp(bytes.length) - bytes.length));
+      at += alignUp(bytes.length);
+      opts.onWrite?.(bytes.length);
     }
     fs.fsyncSync(fd);
-    fs.closeSync(fd);
   } catch (e) {
     fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  fs.closeSync(fd);
+  try {
+    ranges?.verify(tmp, head.length + offset);
+  } catch (e) {
     fs.rmSync(tmp, { force: true });
     throw e;
   }
@@ -93,28 +125,20 @@ interface PlannedTensor {
   read: () => Float32Array;
 }
 
-/** Checks every weight before the output file is created, so a bad checkpoint leaves nothing behind. */
-function planTensors(modelDir: string, config: LlamaConfig, dtype: GgufDtype): PlannedTensor[] {
-  const index = readWeightIndex(modelDir);
-  return paramSpecs(config).map((s) => {
-    const e = index.get(s.name);
-    if (!e) throw new CheckpointError(`${modelDir}: weight '${s.name}' is missing; the checkpoint does not match its config.json`);
-    if (e.shape.length !== s.shape.length || e.shape.some((d, i) => d !== s.shape[i])) {
-      throw new CheckpointError(`${e.file}: '${s.name}' has shape [${e.shape.join(', ')}] but config.json implies [${s.shape.join(', ')}]`);
-    }
-    if (!['F32', 'F16', 'BF16'].includes(e.dtype)) {
-      throw new CheckpointError(`${e.file}: '${s.name}' has dtype ${e.dtype}; weights must be F32, F16 or BF16`);
-    }
+/** Sizes and names every tensor before the output file is created (the source has checked shapes). */
+function planTensors(src: ModelSource, dtype: GgufDtype): PlannedTensor[] {
+  const c = src.config;
+  return src.tensors.map((s) => {
     const t = s.shape.length === 1 ? 'F32' : dtype;
     const count = s.shape.reduce((a, b) => a * b, 1);
-    const heads = s.name.endsWith('q_proj.weight') ? config.numHeads : s.name.endsWith('k_proj.weight') ? config.numKvHeads : 0;
+    const heads = s.name.endsWith('q_proj.weight') ? c.numHeads : s.name.endsWith('k_proj.weight') ? c.numKvHeads : 0;
     return {
       name: ggufTensorName(s.name),
       dims: [...s.shape].reverse(),
       dtype: t,
       byteLength: count * (t === 'F32' ? 4 : 2),
       read: () => {
-        const data = readTensorF32(e, e.file);
+        const data = s.data();
         return heads > 0 ? permuteRopeRows(data, heads, s.shape[1]!) : data;
       },
     };
@@ -157,13 +181,14 @@ export function permuteRopeRows(w: Float32Array, heads: number, cols: number): F
   return out;
 }
 
-function metadata(modelDir: string, c: LlamaConfig, dtype: GgufDtype): [string, Entry][] {
+function metadata(src: ModelSource, dtype: GgufDtype): [string, Entry][] {
+  const c = src.config;
   const u32 = (value: number): Entry => ({ type: GgufValueType.UINT32, value });
   const f32 = (value: number): Entry => ({ type: GgufValueType.FLOAT32, value });
-  const vocab = vocabulary(modelDir, c);
+  const vocab = vocabulary(src.tokenizerDir, src.name, c);
   return [
     ['general.architecture', { type: GgufValueType.STRING, value: 'llama' }],
-    ['general.name', { type: GgufValueType.STRING, value: path.basename(path.resolve(modelDir)) }],
+    ['general.name', { type: GgufValueType.STRING, value: src.name }],
     ['general.file_type', u32(GgufFileType[dtype])],
     ['general.alignment', u32(GGUF_ALIGNMENT)],
     ['llama.vocab_size', u32(c.vocabSize)],
@@ -198,10 +223,10 @@ function metadata(modelDir: string, c: LlamaConfig, dtype: GgufDtype): [string, 
  * makes it: llama.cpp then merges in the same order as the tokenizer lwm uses. (Vocabulary order is no
  * substitute: LLaMA-2's "▁▁" has id 259 but is its very last merge.)
  */
-function vocabulary(modelDir: string, c: LlamaConfig): { tokens: string[]; scores: number[]; types: number[]; unkId: number } {
-  const tok = loadTokenizer(modelDir);
+function vocabulary(tokenizerDir: string | undefined, name: string, c: LlamaConfig): { tokens: string[]; scores: number[]; types: number[]; unkId: number } {
+  const tok = loadTokenizer(tokenizerDir);
   if (tok.vocabSize > c.vocabSize) {
-    throw new CheckpointError(`${modelDir}: the tokenizer has ${tok.vocabSize} tokens but config.json's vocab_size is ${c.vocabSize}; they must match`);
+    throw new CheckpointError(`${tokenizerDir ?? name}: the tokenizer has ${tok.vocabSize} tokens but config.json's vocab_size is ${c.vocabSize}; they must match`);
   }
   const { ranks, added } = mergeSource(tok);
   const tokens: string[] = [];
@@ -267,27 +292,6 @@ function encode(data: Float32Array, dtype: GgufDtype): Uint8Array {
   if (dtype === 'BF16') f32ToBf16(data, half);
   else f32ToF16(data, half);
   return new Uint8Array(half.buffer);
-}
-
-/** IEEE binary16 with round-to-nearest-even; overflow becomes infinity, NaN stays NaN. */
-export function f32ToF16(src: Float32Array, dst: Uint16Array): void {
-  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
-  for (let i = 0; i < src.length; i++) {
-    const u = bits[i]!;
-    const sign = (u >>> 16) & 0x8000;
-    const a = u & 0x7fffffff;
-    if (a > 0x7f800000) dst[i] = sign | 0x7e00;
-    else if (a >= 0x477ff000) dst[i] = sign | 0x7c00; // >= 65520 rounds past the largest half
-    else if (a >= 0x38800000) {
-      const m = a - 0x38000000; // rebias the exponent from 127 to 15
-      dst[i] = sign | ((m + 0x0fff + ((m >>> 13) & 1)) >>> 13);
-    } else {
-      const v = Math.abs(src[i]!) * 2 ** 24; // exact: a subnormal half counts units of 2^-24
-      let r = Math.round(v);
-      if (r - v === 0.5 && r % 2 === 1) r -= 1;
-      dst[i] = sign | r;
-    }
-  }
 }
 
 function alignUp(n: number): number {

@@ -3,7 +3,7 @@ import { CheckpointError } from '../../ops/index.js';
 import { readTensorF32 } from './safetensors.js';
 
 /** Jax dtype names of the float weights, as safetensors dtypes (the same bytes). */
-const STORAGE: Readonly<Record<string, 'F32' | 'F16' | 'BF16'>> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
+export const JAX_STORAGE: Readonly<Record<string, 'F32' | 'F16' | 'BF16'>> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 
 /**
  * LWM's Jax StreamingCheckpointer files (lwm-spec 8.2): a bare sequence of msgpack records
@@ -211,7 +211,7 @@ export function readJaxTensorF32(file: string, rec: JaxRecord): Float32Array {
  * reading only those bytes, across chunk boundaries.
  */
 export function readJaxSliceF32(file: string, rec: JaxRecord, start: number, count: number): Float32Array {
-  const dtype = STORAGE[rec.dtype];
+  const dtype = JAX_STORAGE[rec.dtype];
   if (!dtype) throw new CheckpointError(`${file}: '${rec.key.join('/')}' is ${rec.dtype}; weights are read as bfloat16, float16 or float32`);
   const size = ITEM_SIZE[rec.dtype]!;
   const pieces: Float32Array[] = [];

@@ -6,6 +6,7 @@ import { fromHfConfig, toHfConfig, type LlamaConfig } from '../../models/config.
 import { LlamaModel } from '../../models/llama.js';
 import { ParamStore, paramSpecs } from '../../models/params.js';
 import { readTensorF32, readWeightIndex, writeFileAtomic, writeSafetensorsSharded } from './safetensors.js';
+import { matchWeights, withOverrides, type ContextOverrides, type ModelSource } from './source.js';
 
 /**
  * This project's checkpoint format: a folder with a Hugging Face-style `config.json` (plus
@@ -38,42 +39,32 @@ export function readJsonObject(file: string): Record<string, unknown> {
   return json as Record<string, unknown>;
 }
 
-export interface LoadOptions {
-  /** Override the RoPE theta of config.json (LWM's Jax checkpoints do not store it). */
-  ropeTheta?: number;
-  /** Override the maximum context. */
-  maxSeqLen?: number;
+/** A folder of config.json + safetensors (this project's format, or a Hugging Face LlamaForCausalLM). */
+export function safetensorsSource(dir: string, overrides: ContextOverrides = {}, opts: { allowExtra?: boolean } = {}): ModelSource {
+  const config = withOverrides(readModelConfig(dir), overrides);
+  const index = readWeightIndex(dir);
+  const tensors = matchWeights(dir, index, config, { allowExtra: opts.allowExtra ?? true, ignore: (n) => n.endsWith('rotary_emb.inv_freq') }).map(({ name, shape, weight }) => ({
+    name,
+    shape,
+    stored: weight.dtype,
+    data: () => readTensorF32(weight, weight.file),
+  }));
+  return { config, tensors, tokenizerDir: dir, name: path.basename(path.resolve(dir)), format: 'safetensors' };
 }
 
-/** Loads a model folder; every weight is checked against the config before any is used. */
+export type LoadOptions = ContextOverrides;
+
+/** Loads a model folder; every weight is checked against the config before any is read. */
 export function loadModel(dir: string, opts: LoadOptions = {}): LlamaModel {
-  let config = readModelConfig(dir);
-  if (opts.ropeTheta !== undefined || opts.maxSeqLen !== undefined) {
-    config = fromHfConfig({ ...toHfConfig(config, 'float32'), ...(opts.ropeTheta !== undefined ? { rope_theta: opts.ropeTheta } : {}), ...(opts.maxSeqLen !== undefined ? { max_position_embeddings: opts.maxSeqLen } : {}) }, 'options');
-  }
-  const index = readWeightIndex(dir);
-  const specs = paramSpecs(config);
-  for (const s of specs) {
-    const e = index.get(s.name);
-    if (!e) throw new CheckpointError(`${dir}: weight '${s.name}' is missing; the checkpoint does not match its config.json`);
-    if (e.shape.length !== s.shape.length || e.shape.some((d, i) => d !== s.shape[i])) {
-      throw new CheckpointError(`${e.file}: '${s.name}' has shape [${e.shape.join(', ')}] but config.json implies [${s.shape.join(', ')}]`);
-    }
-    if (!['F32', 'F16', 'BF16'].includes(e.dtype)) {
-      throw new CheckpointError(`${e.file}: '${s.name}' has dtype ${e.dtype}; weights must be F32, F16 or BF16`);
-    }
-  }
+  const src = safetensorsSource(dir, opts);
   const map = new Map<string, tf.Tensor>();
   try {
-    for (const s of specs) {
-      const e = index.get(s.name)!;
-      map.set(s.name, tf.tensor(readTensorF32(e, e.file), s.shape, 'float32'));
-    }
+    for (const t of src.tensors) map.set(t.name, tf.tensor(t.data(), t.shape, 'float32'));
   } catch (err) {
     for (const t of map.values()) t.dispose();
     throw err;
   }
-  return new LlamaModel(config, new ParamStore(map));
+  return new LlamaModel(src.config, new ParamStore(map));
 }
 
 export interface SaveOptions {

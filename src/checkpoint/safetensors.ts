@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError } from '../../ops/errors.js';
-import { bf16ToF32, BYTES_PER_ELEMENT, f16ToF32, f32ToBf16, type StorageDtype } from './dtype.js';
+import { bf16ToF32, BYTES_PER_ELEMENT, f16ToF32, f32ToBf16, f32ToF16, type StorageDtype } from './dtype.js';
+import { WrittenRanges } from './files.js';
 
 /**
  * safetensors: 8-byte little-endian header length, a JSON header {name: {dtype, shape,
@@ -194,10 +195,10 @@ function corrupt(file: string, what: string): CheckpointError {
   return new CheckpointError(`${file}: not a valid safetensors file: ${what}`);
 }
 
-/** Dtypes the writer can store. F32/BF16 take a Float32Array, I32 an Int32Array, U8 and BOOL (0/1) a Uint8Array. */
-export type WriteDtype = 'F32' | 'BF16' | 'I32' | 'U8' | 'BOOL';
+/** Dtypes the writer can store. F32/F16/BF16 take a Float32Array, I32 an Int32Array, U8 and BOOL (0/1) a Uint8Array. */
+export type WriteDtype = 'F32' | 'F16' | 'BF16' | 'I32' | 'U8' | 'BOOL';
 
-const WRITE_ITEM_SIZES: Readonly<Record<WriteDtype, number>> = { F32: 4, BF16: 2, I32: 4, U8: 1, BOOL: 1 };
+const WRITE_ITEM_SIZES: Readonly<Record<WriteDtype, number>> = { F32: 4, F16: 2, BF16: 2, I32: 4, U8: 1, BOOL: 1 };
 
 export interface TensorToWrite {
   name: string;
@@ -221,19 +222,26 @@ function encodeTensor(t: TensorToWrite, dtype: WriteDtype, data: Float32Array | 
     throw new CheckpointError(`writeSafetensors: '${t.name}' is stored as ${dtype}, which needs a ${need.name}, but data() returned a ${data.constructor.name}`);
   }
   if (dtype === 'BOOL' && data.some((v) => v > 1)) throw new CheckpointError(`writeSafetensors: '${t.name}' is stored as BOOL but holds values other than 0 and 1`);
-  if (dtype === 'BF16') {
+  if (dtype === 'BF16' || dtype === 'F16') {
     const half = new Uint16Array(data.length);
-    f32ToBf16(data as Float32Array, half);
+    (dtype === 'BF16' ? f32ToBf16 : f32ToF16)(data as Float32Array, half);
     return new Uint8Array(half.buffer);
   }
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+export interface WriteOptions {
+  /** Called after each tensor's bytes are written (progress). */
+  onWrite?: (bytes: number) => void;
+  /** Read the finished file back and compare every tensor's sha256 with what was written. */
+  verify?: boolean;
 }
 
 /**
  * Writes one safetensors file atomically: to a temporary name first, renamed into place only
  * when complete, so a crash never leaves a half-written checkpoint under the real name.
  */
-export function writeSafetensors(file: string, tensors: TensorToWrite[], dtype: WriteDtype, metadata: Record<string, string> = {}): void {
+export function writeSafetensors(file: string, tensors: TensorToWrite[], dtype: WriteDtype, metadata: Record<string, string> = {}, opts: WriteOptions = {}): void {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const t of tensors) {
@@ -246,16 +254,24 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], dtype: 
   headerJson += ' '.repeat((8 - ((8 + Buffer.byteLength(headerJson)) % 8)) % 8);
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = fs.openSync(tmp, 'w');
+  const dataStart = 8 + Buffer.byteLength(headerJson);
+  const ranges = opts.verify ? new WrittenRanges() : undefined;
   try {
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(Buffer.byteLength(headerJson)));
     fs.writeSync(fd, len);
     fs.writeSync(fd, headerJson);
+    let at = dataStart;
     for (const t of tensors) {
       const data = t.data();
       const expected = t.shape.reduce((a, b) => a * b, 1);
       if (data.length !== expected) throw new CheckpointError(`writeSafetensors: '${t.name}' has ${data.length} values, its shape [${t.shape.join(', ')}] needs ${expected}`);
-      writeAll(fd, encodeTensor(t, t.dtype ?? dtype, data));
+      const bytes = encodeTensor(t, t.dtype ?? dtype, data);
+      ranges?.begin(t.name, at);
+      ranges?.update(bytes);
+      writeAll(fd, bytes);
+      at += bytes.length;
+      opts.onWrite?.(bytes.length);
     }
     fs.fsyncSync(fd);
   } catch (e) {
@@ -264,6 +280,12 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], dtype: 
     throw e;
   }
   fs.closeSync(fd);
+  try {
+    ranges?.verify(tmp, dataStart + offset);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
   fs.renameSync(tmp, file);
 }
 
@@ -284,7 +306,7 @@ export function writeSafetensorsSharded(
   dir: string,
   tensors: TensorToWrite[],
   dtype: WriteDtype,
-  opts: { maxShardBytes?: number; metadata?: Record<string, string> } = {},
+  opts: { maxShardBytes?: number; metadata?: Record<string, string> } & WriteOptions = {},
 ): string[] {
   const max = opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   const shards: TensorToWrite[][] = [[]];
@@ -303,7 +325,7 @@ export function writeSafetensorsSharded(
   fs.mkdirSync(dir, { recursive: true });
   const metadata = { format: 'pt', ...opts.metadata };
   if (shards.length === 1) {
-    writeSafetensors(path.join(dir, SINGLE_FILE), tensors, dtype, metadata);
+    writeSafetensors(path.join(dir, SINGLE_FILE), tensors, dtype, metadata, opts);
     fs.rmSync(path.join(dir, INDEX_FILE), { force: true });
     return [SINGLE_FILE];
   }
@@ -312,7 +334,7 @@ export function writeSafetensorsSharded(
   const names = shards.map((_, i) => `model-${pad(i + 1)}-of-${pad(n)}.safetensors`);
   const weightMap: Record<string, string> = {};
   shards.forEach((shard, i) => {
-    writeSafetensors(path.join(dir, names[i]!), shard, dtype, metadata);
+    writeSafetensors(path.join(dir, names[i]!), shard, dtype, metadata, opts);
     for (const t of shard) weightMap[t.name] = names[i]!;
   });
   // The index goes last: a reader never finds an index that points at a missing shard.

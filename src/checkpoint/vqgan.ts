@@ -7,7 +7,7 @@ import { validateVqganConfig, vqganConfig, vqganConfigFromJson, vqganParamSpecs,
 import { Vqgan } from '../../models/vqgan/model.js';
 import { readSafetensorsHeader, readTensorF32, SINGLE_FILE, writeSafetensors } from './safetensors.js';
 import { readJsonObject } from './modelDir.js';
-import { sha256OfFile, swapDirectory } from './files.js';
+import { fsyncPath, sha256OfFile, swapDirectory } from './files.js';
 
 /**
  * This project's VQGAN folder format:
@@ -122,6 +122,8 @@ export function loadVqgan(dir: string, opts: LoadVqganOptions = {}): Vqgan {
 export interface SaveVqganOptions {
   /** Storage dtype of the weights (default F32). */
   dtype?: 'F32' | 'BF16';
+  /** Read the weights back after writing and compare every tensor's sha256. */
+  verify?: boolean;
 }
 
 /**
@@ -162,6 +164,7 @@ export function saveVqgan(dir: string, model: Vqgan | { config: Readonly<VqganCo
       specs.map((s) => ({ name: s.name, shape: s.shape, data: () => params.get(s.name)!.dataSync() as Float32Array })),
       dtype,
       { format: 'flax', lwm_format: VQGAN_MODEL_TYPE, lwm_format_version: VQGAN_FORMAT_VERSION },
+      { verify: opts.verify },
     );
     const cfgFile = path.join(tmp, VQGAN_CONFIG_FILE);
     fs.writeFileSync(cfgFile, JSON.stringify(vqganConfigToJson(config), null, 2) + '\n');
@@ -201,17 +204,6 @@ function checkTarget(target: string): 'none' | 'empty' | 'vqgan' {
   return 'vqgan';
 }
 
-function fsyncPath(p: string): void {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(p, 'r');
-    fs.fsyncSync(fd);
-  } catch {
-    // Directory fsync is not supported everywhere; durability is best effort, atomicity is not.
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
-  }
-}
 
 /**
  * sha256 (hex) of DIR/model.safetensors, read in 8 MiB chunks: identifies the exact weights,

@@ -1,9 +1,8 @@
 import * as path from 'node:path';
 import { CheckpointError } from '../../ops/index.js';
 import { paramName, paramSpecs, type LayerPart, type LlamaConfig } from '../../models/index.js';
-import { readJaxSliceF32, scanJaxParams, type JaxRecord } from '../checkpoint/jaxParams.js';
-import type { TensorToWrite } from '../checkpoint/safetensors.js';
-import { writeConvertedModel } from './output.js';
+import { JAX_STORAGE, readJaxSliceF32, scanJaxParams, type JaxRecord } from '../checkpoint/jaxParams.js';
+import type { ModelSource } from '../checkpoint/source.js';
 
 /** How a Flax tensor becomes the Hugging Face one: as is, transposed, or transposed with q/k rows permuted. */
 type Transform = 'none' | 'transpose' | 'rope';
@@ -49,20 +48,13 @@ function toHf(src: Float32Array, rows: number, cols: number, t: Transform, headD
   return out;
 }
 
-export interface ConvertJaxOptions {
-  /** The architecture (theta and length included: Jax files store neither). */
-  config: Readonly<LlamaConfig>;
-  dtype?: 'F32' | 'BF16';
-  maxShardBytes?: number;
-}
-
 /**
  * An LWM Jax `params` file (scanned or unscanned layers; `trainstate` files via their
- * params/params/ keys) to a model folder. Each tensor is read from its file offsets when it is
- * written, so memory holds about one tensor; the folder is built aside and renamed at the end.
+ * params/params/ keys) as a model source in Hugging Face layout. Only record headers are read
+ * here; each tensor is read from its file offsets when asked for, so memory holds about one tensor.
+ * Jax files store no architecture, hence `config` (theta and length included).
  */
-export function convertJaxParams(file: string, outDir: string, opts: ConvertJaxOptions): { tensors: number; scanned: boolean } {
-  const c = opts.config;
+export function jaxSource(file: string, c: Readonly<LlamaConfig>): ModelSource & { scanned: boolean } {
   const byKey = new Map<string, JaxRecord>();
   for (const r of scanJaxParams(file)) {
     const k = r.key[0] === 'params' && r.key[1] === 'params' ? r.key.slice(2) : r.key;
@@ -74,13 +66,15 @@ export function convertJaxParams(file: string, outDir: string, opts: ConvertJaxO
     if (!r) throw new CheckpointError(`${file}: record '${key}' is missing; is this an LWM params file for this config (layers ${c.numLayers}, vision ${c.visionVocabSize > 0})?`);
     return r;
   };
-  const tensors: TensorToWrite[] = paramSpecs(c).map((s) => {
+  const tensors = paramSpecs(c).map((s) => {
     const m = /^model\.layers\.(\d+)\.(.+)\.weight$/.exec(s.name);
     const [source, t] = m ? LAYER_SOURCES[m[2] as LayerPart] : (TOP_SOURCES[s.name] ?? ['', 'none']);
     if (!source) throw new CheckpointError(`convert: no Jax source for '${s.name}'`);
     const layer = m ? Number(m[1]) : -1;
     const key = m ? (scanned ? `transformer/h/scan_decoder/${source}` : `transformer/h/${layer}/${source}`) : source;
     const rec = find(key);
+    const stored = JAX_STORAGE[rec.dtype];
+    if (!stored) throw new CheckpointError(`${file}: '${key}' is ${rec.dtype}; weights must be float32, float16 or bfloat16`);
     const jaxShape = t === 'none' ? s.shape : [...s.shape].reverse();
     const want = m && scanned ? [c.numLayers, ...jaxShape] : jaxShape;
     if (rec.shape.join() !== want.join()) throw new CheckpointError(`${file}: '${key}' has shape [${rec.shape}] but the config needs [${want}]; check --preset/--config`);
@@ -88,12 +82,12 @@ export function convertJaxParams(file: string, outDir: string, opts: ConvertJaxO
     return {
       name: s.name,
       shape: s.shape,
+      stored,
       data: () => {
         const src = readJaxSliceF32(file, rec, m && scanned ? layer * per : 0, per);
         return toHf(src, jaxShape[0]!, jaxShape[1] ?? 1, t, c.headDim);
       },
     };
   });
-  writeConvertedModel(outDir, tensors, c, opts.dtype ?? 'BF16', { maxShardBytes: opts.maxShardBytes, metadata: { converted_from: path.basename(file) } });
-  return { tensors: tensors.length, scanned };
+  return { config: c, tensors, tokenizerDir: path.dirname(file), name: path.basename(path.dirname(path.resolve(file))), format: `Jax params (${scanned ? 'scanned' : 'unscanned'} layers)`, scanned };
 }
