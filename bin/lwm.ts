@@ -4,6 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import { chatCommand } from './commands/chat.js';
 import { convertCommand } from './commands/convert.js';
 import { doctorCommand } from './commands/doctor.js';
+import { evalCommand } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
 import { launchCommand } from './commands/launch.js';
 import { prepareCommand } from './commands/prepare.js';
@@ -22,6 +23,7 @@ await yargs(argv)
   .command(convertCommand)
   .command(generateCommand)
   .command(doctorCommand)
+  .command(evalCommand)
   .command(launchCommand)
   .command(prepareCommand)
   .command(serveCommand)

@@ -7,3 +7,5 @@ export * from './examples.js';
 export * from './packing.js';
 export * from './batches.js';
 export * from './passkey.js';
+export * from './haystack.js';
+export * from './videoNeedle.js';

@@ -74,3 +74,9 @@ export { makeSchedule, warmupCosine, warmupLinear, constant, LWM_SCHEDULE, LWM_S
 export { saveCheckpoint, loadCheckpoint, latestCheckpoint, listCheckpoints } from './train/checkpoint.js';
 export { lossCurvePng } from './train/plot.js';
 export { passkeyAccuracy } from './train/passkeyEval.js';
+export * from './eval/needle.js';
+export * from './eval/passkeyEval.js';
+export * from './eval/run.js';
+export * from './eval/perplexity.js';
+export * from './eval/videoNeedle.js';
+export { heatmapPng, lineChartPng, scoreColor, heatmapLayout, lineChartLayout, type HeatmapOptions, type LineChartOptions } from './eval/plot.js';

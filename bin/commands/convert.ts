@@ -11,7 +11,7 @@ import { removeStaleTemporaries } from '../../src/checkpoint/files.js';
 import { writeGgufFrom } from '../../src/checkpoint/gguf.js';
 import { storedDtype } from '../../src/checkpoint/source.js';
 import type { StorageDtype } from '../../src/checkpoint/dtype.js';
-import { ByteProgress, byteSize } from '../byteProgress.js';
+import { ByteProgress, byteSize } from '../progress.js';
 import { handle, note } from '../output.js';
 
 interface ConvertArgs {

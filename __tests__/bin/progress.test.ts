@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { ByteProgress, byteSize } from '../../bin/byteProgress.js';
+import { ByteProgress, byteSize } from '../../bin/progress.js';
 
 function stream(isTTY: boolean): NodeJS.WriteStream & { text: string } {
   const s = { isTTY, text: '', write(chunk: string) {
