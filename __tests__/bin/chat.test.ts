@@ -7,8 +7,6 @@ import { cliPath, fixture, tmpDir } from '../helpers/paths.js';
 import { makeClip, saveTinyVqgan } from '../helpers/media.js';
 import { expectOneLineError, lwm } from '../helpers/cli.js';
 
-
-
 const model = fixture('tiny-lwm-text');
 const tok = defaultTokenizer();
 

@@ -5,7 +5,6 @@ import { describe, expect, it } from '@jest/globals';
 import { cliPath, fixture, tmpDir } from '../helpers/paths.js';
 import { expectOneLineError, lwm } from '../helpers/cli.js';
 
-
 /** Failures are one line on stderr, exit code 1, no stack trace. */
 
 const model = fixture('tiny-lwm-text');

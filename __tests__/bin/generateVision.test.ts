@@ -12,8 +12,6 @@ import { randomTinyVqgan } from '../../src/vision/run.js';
 import { cliPath, tmpDir } from '../helpers/paths.js';
 import { expectOneLineError, lwm } from '../helpers/cli.js';
 
-
-
 let dir = '';
 /** tiny-vision weights with no vqgan/ beside them. */
 let bare = '';

@@ -12,8 +12,6 @@ let data = '';
 let vq = '';
 const f = (...p: string[]): string => path.join(dir, ...p);
 
-
-
 function manifest(name: string, lines: (object | string)[]): string {
   const file = path.join(data, name);
   fs.writeFileSync(file, lines.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n') + '\n');

@@ -10,8 +10,6 @@ let dir = '';
 let data = '';
 const f = (...p: string[]): string => path.join(dir, ...p);
 
-
-
 /** Metric lines with a training loss, as exact JSON text (bit-identical comparison). */
 function losses(out: string): string[] {
   return fs
@@ -38,6 +36,18 @@ afterAll(() => {
 });
 
 describe('lwm train', () => {
+  it('--eval-retrieval passkey: a passkey grid on the model being trained at every evaluation, logged to metrics.jsonl', () => {
+    const out = f('retrieval');
+    const r = lwm([...base(out), '--eval-every', '5', '--eval-retrieval', 'passkey', '--eval-contexts', '64', '--eval-depths', '0,100']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/passkey at step 5: \d+\.\d% \(64: \d+%\)/);
+    const rows = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    const acc = rows.filter((o) => o['passkey_accuracy'] !== undefined);
+    expect(acc.map((o) => o['step'])).toEqual([5, 10]);
+    for (const o of acc) expect([0, 0.5, 1]).toContain(o['passkey_accuracy']);
+    expectOneLineError(lwm([...base(f('retrieval-bad')), '--eval-retrieval', 'needle', '--eval-depths', '0,101']), /--eval-depths takes a comma list of integers in \[0, 100\]/);
+  });
+
   it('killed (SIGKILL) mid-run and resumed, gives the same losses bit for bit as an uninterrupted run', async () => {
     const whole = lwm(base(f('whole')));
     expect(whole.code).toBe(0);

@@ -13,7 +13,10 @@ import {
 import { launch } from '../../src/distributed/launch.js';
 import { ensureDefaultDataset } from '../../src/train/defaultData.js';
 import { passkeyAccuracy } from '../../src/train/passkeyEval.js';
-import { checkTrainConfig, train, type Stage, type StepReport, type TrainConfig } from '../../src/train/run.js';
+import { checkTrainConfig, train, type Stage, type StepReport, type TrainConfig, type TrainHooks } from '../../src/train/run.js';
+import { runRetrievalGrid, type RetrievalKind } from '../../src/eval/run.js';
+import { loadTokenizer } from '../../data/tokenizer.js';
+import { intList } from '../evalCommon.js';
 import { clock, handle, note } from '../output.js';
 
 /** Where `lwm train` writes by default, and where `lwm chat` / `lwm eval` look first. */
@@ -48,6 +51,9 @@ interface TrainArgs {
   'eval-every': number;
   'eval-fraction': number;
   'eval-rows': number;
+  'eval-retrieval'?: string;
+  'eval-contexts'?: string;
+  'eval-depths'?: string;
   sp?: number;
   layout: string;
   weighting: string;
@@ -109,6 +115,9 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       .option('eval-every', { type: 'number', default: 50, describe: 'Eval loss every N updates (0 = never)' })
       .option('eval-fraction', { type: 'number', default: 0.05, describe: 'Rows held out for eval when there is no --eval-data' })
       .option('eval-rows', { type: 'number', default: 16, describe: 'Rows per evaluation' })
+      .option('eval-retrieval', { type: 'string', choices: ['passkey', 'needle'], describe: 'At every evaluation also run a passkey or needle grid (greedy, one round a cell) and log its accuracy' })
+      .option('eval-contexts', { type: 'string', describe: 'Prompt lengths of --eval-retrieval, comma list (default: the training sequence length)' })
+      .option('eval-depths', { type: 'string', default: '0,50,100', describe: 'Depths in percent of --eval-retrieval' })
       .option('sp', { type: 'number', describe: 'Sequence-parallel ranks (RingAttention); started here unless under a launcher (default 2 for the built-in run, else 1)' })
       .option('layout', { type: 'string', choices: ['zigzag', 'contiguous', 'striped'], default: 'zigzag', describe: 'How rows are split over the ring' })
       .option('weighting', { type: 'string', choices: ['lwm', 'lwm-text', 'token', 'mask'], default: 'lwm', describe: 'Loss weights when packing JSONL (prepared folders carry their own)' })
@@ -136,7 +145,16 @@ function parseStages(s: string): Stage[] {
 }
 
 /** Every setting decided once, in the parent, so all ranks run exactly the same configuration. */
-async function resolveConfig(a: TrainArgs): Promise<{ config: TrainConfig; sp: number; evalManifest: string | null; logEvery: number }> {
+interface Resolved {
+  config: TrainConfig;
+  sp: number;
+  evalManifest: string | null;
+  logEvery: number;
+  /** --eval-retrieval, checked here so a bad list fails before any rank starts. */
+  retrieval?: { kind: RetrievalKind; contexts?: number[]; depths: number[] };
+}
+
+async function resolveConfig(a: TrainArgs): Promise<Resolved> {
   const builtIn = a.data === undefined && a.model === undefined;
   const seqLen = a['seq-len'] ?? (builtIn ? 256 : 4096);
   let data = a.data;
@@ -188,7 +206,10 @@ async function resolveConfig(a: TrainArgs): Promise<{ config: TrainConfig; sp: n
     resume: a.resume,
     remat: a.remat,
   };
-  return { config, sp: a.sp ?? (builtIn ? 2 : 1), evalManifest, logEvery: a['log-every'] };
+  const retrieval = a['eval-retrieval']
+    ? { kind: a['eval-retrieval'] as RetrievalKind, contexts: intList('eval-contexts', a['eval-contexts'], 16), depths: intList('eval-depths', a['eval-depths'], 0, 100)! }
+    : undefined;
+  return { config, sp: a.sp ?? (builtIn ? 2 : 1), evalManifest, logEvery: a['log-every'], ...(retrieval ? { retrieval } : {}) };
 }
 
 async function runTrain(a: TrainArgs): Promise<void> {
@@ -211,7 +232,7 @@ async function runTrain(a: TrainArgs): Promise<void> {
   await runRank(resolved, launched.size);
 }
 
-async function runRank(r: { config: TrainConfig; sp: number; evalManifest: string | null; logEvery: number }, launchedSize: number): Promise<void> {
+async function runRank(r: Resolved, launchedSize: number): Promise<void> {
   const logEvery = r.logEvery;
   const info: BackendInfo = await initBackend();
   const group = launchedSize > 1 ? await ProcessGroup.init() : undefined;
@@ -246,6 +267,7 @@ async function runRank(r: { config: TrainConfig; sp: number; evalManifest: strin
         note(`eval at step ${e.step}: loss ${e.loss.toFixed(4)}`);
       },
       onNote: (t) => note(`lwm train: ${t}`),
+      ...(r.retrieval ? { evalModel: retrievalEval(r.retrieval, r.config, writer) } : {}),
       // Every rank must stop after the same update, so the flag is agreed on through the ring.
       shouldStop: () => (group ? group.allReduce(new Float32Array([interrupted ? 1 : 0]), 'max')[0]! > 0 : interrupted),
     });
@@ -268,4 +290,15 @@ async function runRank(r: { config: TrainConfig; sp: number; evalManifest: strin
     process.off('SIGTERM', onSignal);
     await group?.close();
   }
+}
+
+/** --eval-retrieval: a small passkey or needle grid on the model being trained, its accuracy logged. */
+function retrievalEval(o: NonNullable<Resolved['retrieval']>, c: TrainConfig, writer: boolean): NonNullable<TrainHooks['evalModel']> {
+  const tok = loadTokenizer(c.model);
+  return async (model, step) => {
+    const contexts = o.contexts ?? [c.stages?.[c.stages.length - 1]?.seqLen ?? c.seqLen];
+    const r = await runRetrievalGrid(model, tok, { kind: o.kind, contexts, depths: o.depths, rounds: 1, maxTokens: 12 });
+    if (writer) note(`${o.kind} at step ${step}: ${(100 * r.overall).toFixed(1)}% (${r.accuracyByContext.map((x) => `${x.context}: ${(100 * x.accuracy).toFixed(0)}%`).join(', ')})`);
+    return { [`${o.kind}_accuracy`]: r.overall };
+  };
 }

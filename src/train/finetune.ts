@@ -1,7 +1,7 @@
 import type { LlamaModel } from '../../models/llama.js';
 import type { LossWeighting } from '../../data/packing.js';
 import type { ProcessGroup } from '../distributed/processGroup.js';
-import { checkTrainConfig, train, type Stage, type StepReport, type TrainConfig, type TrainSummary } from './run.js';
+import { checkTrainConfig, train, type Stage, type StepReport, type TrainConfig, type TrainHooks, type TrainSummary } from './run.js';
 
 export interface FinetuneOptions {
   /** A model folder, a model in memory, or a preset name (`preset:tiny`) to start from random weights. */
@@ -35,6 +35,8 @@ export interface FinetuneOptions {
   group?: ProcessGroup;
   onStep?: (s: StepReport) => void;
   onEval?: (e: { step: number; loss: number }) => void;
+  /** At every evaluation: numbers about the model being trained (e.g. a passkey or needle grid's accuracy) for metrics.jsonl. */
+  evalModel?: TrainHooks['evalModel'];
   shouldStop?: () => boolean;
 }
 
@@ -78,5 +80,5 @@ export async function finetune(o: FinetuneOptions): Promise<TrainSummary> {
     remat: o.remat ?? false,
   };
   checkTrainConfig(config, o.group?.size ?? 1);
-  return train(config, { group: o.group, onStep: o.onStep, onEval: o.onEval, shouldStop: o.shouldStop, model: inMemory ?? undefined });
+  return train(config, { group: o.group, onStep: o.onStep, onEval: o.onEval, evalModel: o.evalModel, shouldStop: o.shouldStop, model: inMemory ?? undefined });
 }

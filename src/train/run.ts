@@ -88,6 +88,11 @@ export interface TrainHooks {
   model?: LlamaModel;
   /** Measured fp32 peak of this machine in GFLOP/s (for MFU); null if unknown. */
   peakGflops?: number | null;
+  /**
+   * Runs at every evaluation with the model being trained (e.g. runRetrievalGrid, perplexityByPosition);
+   * its numbers go into metrics.jsonl. Every rank calls it, so it must not use the ring.
+   */
+  evalModel?: (model: LlamaModel, step: number) => Promise<Record<string, number>>;
 }
 
 export interface TrainSummary {
@@ -312,6 +317,8 @@ export async function train(c: TrainConfig, hooks: TrainHooks = {}): Promise<Tra
         const last = trainer.updates === stageStart + st.steps;
         if (c.evalEvery > 0 && (trainer.updates % c.evalEvery === 0 || last)) {
           evaluate();
+          const extra = await hooks.evalModel?.(trainer.model, trainer.updates);
+          if (extra && writer) appendMetrics(metricsFile, { step: trainer.updates, ...extra });
           if (writer) await lossCurvePng(plotFile, [{ name: 'train', points: history.train }, { name: 'eval', points: history.eval }], { title: 'lwm train: loss' });
         }
         // A step never yields to the event loop; without this a Ctrl-C handler would never run.
