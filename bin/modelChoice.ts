@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createModel, InputError, latestCheckpoint, loadModel, paramCount, presetConfig, type LlamaModel } from '../src/index.js';
+import { createModel, InputError, latestCheckpoint, LlamaModel, loadModel, lowerParams, paramCount, presetConfig, readModelConfig, type LlamaConfig, type WeightDtype } from '../src/index.js';
+import { withOverrides } from '../src/checkpoint/source.js';
 import { note } from './output.js';
 
 /** Where `lwm train` writes by default; chat, serve and eval look there for a model first. */
@@ -16,20 +17,35 @@ export interface ModelChoice {
 }
 
 /**
+ * How linear weights are held: as asked, or with 'auto' float32 when that takes at most half of
+ * this machine's memory and bf16 otherwise (a 7B model: 13.5 GB instead of 27 GB).
+ */
+export function weightDtype(command: string, asked: string | undefined, config: Readonly<LlamaConfig>): WeightDtype {
+  if (asked !== undefined && asked !== 'auto') {
+    if (!['f32', 'bf16', 'int8'].includes(asked)) throw new InputError(`--dtype must be auto, f32, bf16 or int8, got '${asked}'`);
+    return asked as WeightDtype;
+  }
+  const f32 = paramCount(config) * 4;
+  if (f32 <= os.totalmem() / 2) return 'f32';
+  note(`lwm ${command}: float32 weights would take ${(f32 / 2 ** 30).toFixed(1)} GiB of this machine's ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; holding linear weights in bf16 (--dtype f32 to insist)`);
+  return 'bf16';
+}
+
+/**
  * The model a command runs: --model DIR, else --preset, else the newest checkpoint of the
  * default training run (./lwm-out/checkpoints/step-N), else the built-in tiny preset with random
  * weights (so every command works on a fresh machine), with a note on stderr saying which.
  */
-export function chooseModel(command: string, a: { model?: string; preset?: string; ropeTheta?: number; context?: number; fallbackPreset?: string }): ModelChoice {
+export function chooseModel(command: string, a: { model?: string; preset?: string; ropeTheta?: number; context?: number; fallbackPreset?: string; dtype?: string }): ModelChoice {
   if (a.model && a.preset) throw new InputError('give either --model or --preset, not both');
   if (a.context !== undefined && !(Number.isInteger(a.context) && a.context > 0)) throw new InputError(`--context must be a positive integer, got ${a.context}`);
   const overrides = { ...(a.ropeTheta !== undefined ? { ropeTheta: a.ropeTheta } : {}), ...(a.context !== undefined ? { maxSeqLen: a.context } : {}) };
-  if (a.model) return { model: loadModel(a.model, overrides), dir: a.model, name: path.basename(path.resolve(a.model)) };
+  if (a.model) return { model: loadModel(a.model, { ...overrides, dtype: weightDtype(command, a.dtype, withOverrides(readModelConfig(a.model), overrides)) }), dir: a.model, name: path.basename(path.resolve(a.model)) };
   if (!a.preset) {
     const latest = latestCheckpoint(DEFAULT_TRAIN_OUT);
     if (latest && fs.existsSync(path.join(latest.dir, 'config.json'))) {
       note(`lwm ${command}: no --model given, using the newest training checkpoint ${latest.dir}`);
-      return { model: loadModel(latest.dir, overrides), dir: latest.dir, name: path.basename(latest.dir) };
+      return { model: loadModel(latest.dir, { ...overrides, dtype: weightDtype(command, a.dtype, withOverrides(readModelConfig(latest.dir), overrides)) }), dir: latest.dir, name: path.basename(latest.dir) };
     }
   }
   const preset = a.preset ?? a.fallbackPreset ?? 'tiny';
@@ -39,7 +55,9 @@ export function chooseModel(command: string, a: { model?: string; preset?: strin
   if (bytes > os.totalmem() * 0.7) {
     throw new InputError(`random '${preset}' weights need ${(bytes / 2 ** 30).toFixed(1)} GiB in float32, more than this machine's ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB allows; use a smaller preset`);
   }
-  return { model: createModel(preset, { overrides }), name: preset };
+  const model = createModel(preset, { overrides });
+  const dtype = weightDtype(command, a.dtype, config);
+  return { model: dtype === 'f32' ? model : new LlamaModel(model.config, lowerParams(model.params, dtype)), name: preset };
 }
 
 /** The VQGAN for images and videos: --vqgan, else the model folder's vqgan/ subfolder (LWM-Chat's Jax release layout). */

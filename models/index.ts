@@ -1,5 +1,5 @@
 export * from './config.js';
-export { ParamStore, paramSpecs, paramName, initParams, isNormWeight, type ParamSpec, type LayerPart } from './params.js';
+export { ParamStore, paramSpecs, paramName, initParams, isNormWeight, isLinearWeight, lowerParams, type ParamSpec, type LayerPart, type Weight } from './params.js';
 export { LlamaModel, type ForwardOptions, type SampleMode } from './llama.js';
 export { KVCache } from './kvCache.js';
 export { shardSequence, unshardSequence, padForRing, type ShardSpec, type PaddedBatch } from './sequenceParallel.js';

@@ -17,7 +17,8 @@ import {
 } from '../ops/index.js';
 import type { LlamaConfig } from './config.js';
 import type { KVCache } from './kvCache.js';
-import { paramName, type LayerPart, type ParamStore } from './params.js';
+import { paramName, type LayerPart, type ParamStore, type Weight } from './params.js';
+import { LowpWeight, matMulLowp } from '../ops/lowp.js';
 
 /** Which head(s) a vision-language model reads out, and which table embeds a lone decode token (LWM's sample_mode). */
 export type SampleMode = 'text' | 'vision' | 'all';
@@ -102,7 +103,7 @@ export class LlamaModel {
       const angles = ropeAngles(positions, this.freq);
       const keyMask = cache ? cache.appendMask(b, t, opts.attentionMask ?? null) : (opts.attentionMask ?? null);
       for (let i = 0; i < c.numLayers; i++) {
-        const w = (part: LayerPart) => this.params.get(paramName.layer(i, part));
+        const w = (part: LayerPart) => this.params.weight(paramName.layer(i, part));
         x = (opts.remat ? this.rematBlock(i, x, angles, keyMask, opts, order) : this.block(i, x, w, angles, keyMask, opts, order)) as tf.Tensor3D;
       }
       cache?.advance(t);
@@ -112,11 +113,11 @@ export class LlamaModel {
   }
 
   /** One decoder layer with the given weights. */
-  private block(i: number, x: tf.Tensor, w: (part: LayerPart) => tf.Tensor, angles: { cos: tf.Tensor; sin: tf.Tensor }, keyMask: tf.Tensor2D | null, opts: ForwardOptions, order: Int32Array | null): tf.Tensor {
+  private block(i: number, x: tf.Tensor, w: (part: LayerPart) => Weight, angles: { cos: tf.Tensor; sin: tf.Tensor }, keyMask: tf.Tensor2D | null, opts: ForwardOptions, order: Int32Array | null): tf.Tensor {
     const c = this.config;
-    const a = this.attend(i, rmsNorm(x, w('input_layernorm'), c.rmsNormEps), angles, keyMask, opts, order, w);
+    const a = this.attend(i, rmsNorm(x, tensorOf(w('input_layernorm')), c.rmsNormEps), angles, keyMask, opts, order, w);
     const h = tf.add(x, a);
-    return tf.add(h, this.mlp(rmsNorm(h, w('post_attention_layernorm'), c.rmsNormEps), i, opts.mlpChunkSize ?? 0, w));
+    return tf.add(h, this.mlp(rmsNorm(h, tensorOf(w('post_attention_layernorm')), c.rmsNormEps), i, opts.mlpChunkSize ?? 0, w));
   }
 
   /**
@@ -160,13 +161,13 @@ export class LlamaModel {
   }
 
   textLogits(h: tf.Tensor3D): tf.Tensor3D {
-    const head = this.params.get(this.config.tieWordEmbeddings ? paramName.embed : paramName.lmHead);
+    const head = this.params.weight(this.config.tieWordEmbeddings ? paramName.embed : paramName.lmHead);
     return project(h, head);
   }
 
   visionLogits(h: tf.Tensor3D): tf.Tensor3D {
     if (!this.isVision) throw new InputError('visionLogits: this is a text model (vision_vocab_size 0); load a vision-language checkpoint');
-    return project(h, this.params.get(paramName.visionHead));
+    return project(h, this.params.weight(paramName.visionHead));
   }
 
   dispose(): void {
@@ -233,7 +234,7 @@ export class LlamaModel {
     return tf.where(tf.expandDims(vm, -1), ev, e) as tf.Tensor3D;
   }
 
-  private attend(layer: number, x: tf.Tensor, angles: { cos: tf.Tensor; sin: tf.Tensor }, keyMask: tf.Tensor2D | null, opts: ForwardOptions, order: Int32Array | null, w: (part: LayerPart) => tf.Tensor): tf.Tensor {
+  private attend(layer: number, x: tf.Tensor, angles: { cos: tf.Tensor; sin: tf.Tensor }, keyMask: tf.Tensor2D | null, opts: ForwardOptions, order: Int32Array | null, w: (part: LayerPart) => Weight): tf.Tensor {
     const c = this.config;
     const [b, t] = x.shape as [number, number, number];
     const heads = (p: LayerPart, n: number) => tf.reshape(project(x as tf.Tensor3D, w(p)), [b, t, n, c.headDim]) as tf.Tensor4D;
@@ -265,7 +266,7 @@ export class LlamaModel {
   }
 
   /** SwiGLU: down(silu(gate(x)) * up(x)), optionally in chunks of tokens (position-wise, so exact). */
-  private mlp(x: tf.Tensor, layer: number, chunk: number, w: (part: LayerPart) => tf.Tensor): tf.Tensor {
+  private mlp(x: tf.Tensor, layer: number, chunk: number, w: (part: LayerPart) => Weight): tf.Tensor {
     const run = (xs: tf.Tensor3D) => {
       return project(swiglu(project(xs, w('mlp.gate_proj')), project(xs, w('mlp.up_proj'))) as tf.Tensor3D, w('mlp.down_proj'));
     };
@@ -292,8 +293,16 @@ const LAYER_PARTS: readonly LayerPart[] = [
 ];
 
 /** x @ W^T for a Hugging Face [out, in] weight: [B, T, in] -> [B, T, out]. */
-function project(x: tf.Tensor3D, weight: tf.Tensor): tf.Tensor3D {
+function project(x: tf.Tensor3D, weight: Weight): tf.Tensor3D {
   const [b, t, e] = x.shape;
   const out = weight.shape[0]!;
-  return tf.reshape(tf.matMul(tf.reshape(x, [b * t, e]), weight, false, true), [b, t, out]);
+  const x2 = tf.reshape(x, [b * t, e]) as tf.Tensor2D;
+  const y = weight instanceof LowpWeight ? matMulLowp(x2, weight) : tf.matMul(x2, weight, false, true);
+  return tf.reshape(y, [b, t, out]);
+}
+
+/** Norm weights are always float32 tensors; a low-precision one would be a loader bug. */
+function tensorOf(w: Weight): tf.Tensor {
+  if (w instanceof LowpWeight) throw new InputError(`a ${w.dtype} weight of shape [${w.shape.join(', ')}] where a float32 tensor is needed`);
+  return w;
 }

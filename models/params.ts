@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { LlamaConfig } from './config.js';
+import { InputError } from '../ops/errors.js';
+import { LowpWeight, type LowpDtype } from '../ops/lowp.js';
 
 /** One weight of the model: its checkpoint name (Hugging Face layout) and shape. */
 export interface ParamSpec {
@@ -57,18 +59,42 @@ export function isNormWeight(name: string): boolean {
   return name.endsWith('layernorm.weight') || name === paramName.finalNorm;
 }
 
-/** The single owner of a model's weight tensors. */
-export class ParamStore {
-  private readonly tensors: Map<string, tf.Tensor>;
+/** A weight as the model uses it: a tensor, or a linear weight kept in bf16/int8 (inference only). */
+export type Weight = tf.Tensor | LowpWeight;
 
-  constructor(tensors: Map<string, tf.Tensor>) {
+/** The single owner of a model's weights. */
+export class ParamStore {
+  private readonly tensors: Map<string, Weight>;
+
+  constructor(tensors: Map<string, Weight>) {
     this.tensors = tensors;
   }
 
+  /** A float32 tensor (embeddings, norms, and every weight of a full-precision model). */
   get(name: string): tf.Tensor {
+    const t = this.weight(name);
+    if (t instanceof LowpWeight) throw new InputError(`weight '${name}' is stored as ${t.dtype}, which only inference matmuls take; load the model with dtype f32 to train or export it`);
+    return t;
+  }
+
+  /** Any weight, low-precision ones included (for the linear layers). */
+  weight(name: string): Weight {
     const t = this.tensors.get(name);
     if (!t) throw new Error(`ParamStore: no weight named '${name}'`);
     return t;
+  }
+
+  /** Whether any weight is held in bf16/int8 (such a model cannot be trained). */
+  get lowPrecision(): boolean {
+    for (const t of this.tensors.values()) if (t instanceof LowpWeight) return true;
+    return false;
+  }
+
+  /** Bytes the weights hold. */
+  get bytes(): number {
+    let n = 0;
+    for (const t of this.tensors.values()) n += t instanceof LowpWeight ? t.bytes : t.size * 4;
+    return n;
   }
 
   has(name: string): boolean {
@@ -100,5 +126,28 @@ export function initParams(c: LlamaConfig, seed = 0, std = 0.02): ParamStore {
   paramSpecs(c).forEach((s, i) => {
     map.set(s.name, isNormWeight(s.name) ? tf.ones(s.shape) : tf.randomNormal(s.shape, 0, std, 'float32', seed * 7919 + i));
   });
+  return new ParamStore(map);
+}
+
+/** Linear-layer weights (the ones bf16/int8 storage applies to): matrices other than the embedding tables. */
+export function isLinearWeight(name: string, shape: readonly number[]): boolean {
+  return shape.length === 2 && name !== paramName.embed && name !== paramName.visionEmbed;
+}
+
+/**
+ * The same weights with every linear one held in bf16 or int8 (embeddings and norms stay float32);
+ * the float32 originals of those are disposed, so `store` must not be used afterwards.
+ */
+export function lowerParams(store: ParamStore, dtype: LowpDtype): ParamStore {
+  const map = new Map<string, Weight>();
+  for (const name of store.names()) {
+    const w = store.weight(name);
+    if (w instanceof LowpWeight || !isLinearWeight(name, w.shape)) {
+      map.set(name, w);
+      continue;
+    }
+    map.set(name, LowpWeight.fromFloat32(w.dataSync() as Float32Array, [w.shape[0]!, w.shape[1]!], dtype));
+    w.dispose();
+  }
   return new ParamStore(map);
 }

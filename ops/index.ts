@@ -29,3 +29,4 @@ export { ringForward, ringBackward, type RingProblem, type RingProgram, type Rin
 export { runOnGroup, runVirtualRing, SoloGroup } from './ring/drive.js';
 export { defaultBlockKernel, nativeBlockKernel, tfjsBlockKernel, type BlockKernel, type TokenMeta, type RingDims } from './ring/blockKernels.js';
 export { tagString, sameTag, type RingGroup, type RingTag, type RingArray } from './ring/types.js';
+export { LowpWeight, matMulLowp, lowpNative, type LowpDtype } from './lowp.js';

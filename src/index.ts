@@ -19,7 +19,7 @@ export * from '../data/index.js';
 
 // Backend, checkpoints, generation
 export { initBackend, type BackendInfo } from './backend.js';
-export { loadModel, saveModel, readModelConfig, type LoadOptions, type SaveOptions } from './checkpoint/modelDir.js';
+export { loadModel, saveModel, readModelConfig, type LoadOptions, type SaveOptions, type WeightDtype } from './checkpoint/modelDir.js';
 export {
   readSafetensorsHeader,
   readTensorF32,

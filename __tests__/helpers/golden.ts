@@ -16,11 +16,16 @@ interface GoldenCase {
  * implementation): greedy tokens, top-5 ids, logprobs within 1e-3. Generation runs in a child process.
  */
 export function expectGoldenCases(...dirs: string[]): void {
+  expectGoldenCasesAs('f32', ...dirs);
+}
+
+/** The same with the linear weights held as `dtype` (bf16 must reproduce the cases as float32 does). */
+export function expectGoldenCasesAs(dtype: 'f32' | 'bf16', ...dirs: string[]): void {
   const expectedFile = path.join(fixture('tiny-lwm-text'), 'expected.json');
   const expected = (JSON.parse(fs.readFileSync(expectedFile, 'utf8')) as { cases: GoldenCase[] }).cases;
   expect(expected.length).toBeGreaterThanOrEqual(2);
   const worker = path.join(repoRoot, 'dist', '__tests__', 'helpers', 'goldenWorker.js');
-  const r = spawnSync(process.execPath, [worker, expectedFile, ...dirs], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, [worker, expectedFile, ...dirs], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, GOLDEN_DTYPE: dtype } });
   expect(r.stderr.split('\n').filter((l) => /error/i.test(l))).toEqual([]);
   expect(r.status).toBe(0);
   const got = JSON.parse(r.stdout) as Record<string, { name: string; tokens: number[]; top: [number, number][][] }[]>;

@@ -1,7 +1,7 @@
 /**
  * Runs tiny-lwm-text's expected.json prompts through model folders in a plain Node process (tfjs
  * inside jest's VM is ~100x slower) and prints what each model generated, as JSON on stdout.
- * Usage: node dist/__tests__/helpers/goldenWorker.js EXPECTED_JSON MODEL_DIR...
+ * Usage: node dist/__tests__/helpers/goldenWorker.js EXPECTED_JSON MODEL_DIR... (GOLDEN_DTYPE=bf16: linear weights in bf16)
  */
 import * as fs from 'node:fs';
 import { generate, initBackend, loadModel } from '../../src/index.js';
@@ -17,7 +17,7 @@ await initBackend();
 const cases = (JSON.parse(fs.readFileSync(expectedFile!, 'utf8')) as { cases: Case[] }).cases;
 const out: Record<string, { name: string; tokens: number[]; top: [number, number][][] }[]> = {};
 for (const dir of dirs) {
-  const model = loadModel(dir);
+  const model = loadModel(dir, { dtype: (process.env['GOLDEN_DTYPE'] ?? 'f32') as 'f32' | 'bf16' | 'int8' });
   try {
     out[dir] = [];
     for (const c of cases) {

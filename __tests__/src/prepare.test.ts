@@ -142,7 +142,8 @@ describe('lwm prepare pipeline', () => {
     const fileEvents = events.filter((e) => e.type === 'file');
     expect(fileEvents.map((e) => (e as { frames: number }).frames)).toEqual([3, 3, 1, 3]);
     expect(fileEvents.at(-1)).toMatchObject({ done: 10, total: 10 });
-  });
+    // Two VQGAN passes over 10 frames inside jest's VM: slow on a busy 2-core machine.
+  }, 300_000);
 
   it('the dry run counts the same frames, tokens, rows and padding without writing anything', async () => {
     const s = await prepareStats(opts({ vqgan: undefined, out: path.join(dir, 'never') }));

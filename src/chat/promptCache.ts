@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { InputError } from '../../ops/index.js';
+import { LowpWeight } from '../../ops/lowp.js';
 import { KVCache, type LlamaModel } from '../../models/index.js';
 import { readSafetensorsHeader, readTensorF32, readTensorI32, readTensorU8, writeSafetensors, type TensorToWrite } from '../checkpoint/safetensors.js';
 
@@ -15,10 +16,19 @@ const VERSION = '1';
 export function modelFingerprint(model: LlamaModel): string {
   const h = createHash('sha256').update(JSON.stringify(model.config));
   for (const name of model.params.names().sort()) {
-    const t = model.params.get(name);
-    const head = tf.tidy(() => tf.slice(tf.reshape(t, [-1]), 0, Math.min(256, t.size)));
-    const v = head.dataSync();
-    head.dispose();
+    const t = model.params.weight(name);
+    let v: Float32Array;
+    if (t instanceof LowpWeight) {
+      // The same leading values a float32 copy of the weight would give.
+      const k = t.shape[1];
+      const rows = new Float32Array(Math.ceil(Math.min(256, t.size) / k) * k);
+      for (let r = 0; r * k < rows.length; r++) t.row(r, rows.subarray(r * k, (r + 1) * k));
+      v = rows.subarray(0, Math.min(256, t.size));
+    } else {
+      const head = tf.tidy(() => tf.slice(tf.reshape(t, [-1]), 0, Math.min(256, t.size)));
+      v = head.dataSync() as Float32Array;
+      head.dispose();
+    }
     h.update(`${name}:${t.shape.join('x')}:`).update(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
   }
   return h.digest('hex');

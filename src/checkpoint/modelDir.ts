@@ -4,8 +4,9 @@ import * as tf from '@tensorflow/tfjs';
 import { CheckpointError, ConfigError } from '../../ops/errors.js';
 import { fromHfConfig, toHfConfig, type LlamaConfig } from '../../models/config.js';
 import { LlamaModel } from '../../models/llama.js';
-import { ParamStore, paramSpecs } from '../../models/params.js';
-import { readTensorF32, readWeightIndex, writeFileAtomic, writeSafetensorsSharded } from './safetensors.js';
+import { isLinearWeight, ParamStore, paramSpecs, type Weight } from '../../models/params.js';
+import { readTensorBf16, readTensorF32, readWeightIndex, writeFileAtomic, writeSafetensorsSharded } from './safetensors.js';
+import { LowpWeight } from '../../ops/lowp.js';
 import { matchWeights, withOverrides, type ContextOverrides, type ModelSource } from './source.js';
 
 /**
@@ -48,18 +49,33 @@ export function safetensorsSource(dir: string, overrides: ContextOverrides = {},
     shape,
     stored: weight.dtype,
     data: () => readTensorF32(weight, weight.file),
+    ...(weight.dtype === 'BF16' ? { bf16: () => readTensorBf16(weight, weight.file) } : {}),
   }));
   return { config, tensors, tokenizerDir: dir, name: path.basename(path.resolve(dir)), format: 'safetensors' };
 }
 
-export type LoadOptions = ContextOverrides;
+export type WeightDtype = 'f32' | 'bf16' | 'int8';
+
+export interface LoadOptions extends ContextOverrides {
+  /**
+   * How linear-layer weights are held: f32 (default; trainable), or bf16 / int8 (inference only:
+   * half or a quarter of the memory). Embeddings and norms stay float32.
+   */
+  dtype?: WeightDtype;
+}
 
 /** Loads a model folder; every weight is checked against the config before any is read. */
 export function loadModel(dir: string, opts: LoadOptions = {}): LlamaModel {
   const src = safetensorsSource(dir, opts);
-  const map = new Map<string, tf.Tensor>();
+  const dtype = opts.dtype ?? 'f32';
+  if (!['f32', 'bf16', 'int8'].includes(dtype)) throw new ConfigError(`weight dtype must be f32, bf16 or int8, got ${JSON.stringify(dtype)}`);
+  const map = new Map<string, Weight>();
   try {
-    for (const t of src.tensors) map.set(t.name, tf.tensor(t.data(), t.shape, 'float32'));
+    for (const t of src.tensors) {
+      if (dtype === 'f32' || !isLinearWeight(t.name, t.shape)) map.set(t.name, tf.tensor(t.data(), t.shape, 'float32'));
+      else if (dtype === 'bf16' && t.bf16) map.set(t.name, LowpWeight.fromBf16(t.bf16(), [t.shape[0]!, t.shape[1]!]));
+      else map.set(t.name, LowpWeight.fromFloat32(t.data(), [t.shape[0]!, t.shape[1]!], dtype));
+    }
   } catch (err) {
     for (const t of map.values()) t.dispose();
     throw err;

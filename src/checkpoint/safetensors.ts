@@ -147,6 +147,14 @@ export function readTensorI32(entry: TensorEntry, file: string): Int32Array {
   return Int32Array.from(make(raw.buffer));
 }
 
+/** The raw bit patterns of a BF16 tensor (a bf16 model keeps them as they are: no widening). */
+export function readTensorBf16(entry: TensorEntry, file: string): Uint16Array {
+  if (entry.dtype !== 'BF16') throw new CheckpointError(`${file}: tensor '${entry.name}' has dtype ${entry.dtype}; readTensorBf16 reads BF16`);
+  const out = new Uint16Array(entryCount(entry));
+  readEntryBytes(entry, file, new Uint8Array(out.buffer));
+  return out;
+}
+
 /** Reads one U8 or BOOL tensor as bytes (BOOL: 0 or 1). */
 export function readTensorU8(entry: TensorEntry, file: string): Uint8Array {
   if (entry.dtype !== 'U8' && entry.dtype !== 'BOOL') {

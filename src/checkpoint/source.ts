@@ -14,6 +14,8 @@ export interface SourceTensor {
   /** How the source stores it, so a writer can keep the precision it had. */
   stored: StorageDtype;
   data: () => Float32Array;
+  /** The stored bf16 bits, when stored is BF16 (lets a bf16 model load without widening). */
+  bf16?: () => Uint16Array;
 }
 
 export interface ModelSource {
