@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, InputError } from './errors.js';
 import { loadAddon } from './native/addon.js';
+import { lowpAddon, type LowpAddon } from './native/lowp.js';
 
 /**
  * Linear-layer weights kept in 16 or 8 bits, never widened to a whole fp32 copy: a 7B model is
@@ -87,18 +88,10 @@ export class LowpWeight {
   dispose(): void {}
 }
 
-interface LowpKernels {
-  matmulBf16(x: Float32Array, w: Uint16Array, m: number, n: number, k: number): Float32Array;
-  matmulInt8(x: Float32Array, q: Int8Array, scales: Float32Array, m: number, n: number, k: number): Float32Array;
-}
+let kernels: LowpAddon | null | undefined;
 
-let kernels: LowpKernels | null | undefined;
-
-function native(): LowpKernels | null {
-  if (kernels === undefined) {
-    const a = loadAddon() as unknown as Partial<LowpKernels> | null;
-    kernels = a && typeof a.matmulBf16 === 'function' && typeof a.matmulInt8 === 'function' ? (a as LowpKernels) : null;
-  }
+function native(): LowpAddon | null {
+  if (kernels === undefined) kernels = lowpAddon(loadAddon());
   return kernels;
 }
 

@@ -71,6 +71,7 @@ void InitCore(Napi::Env env, Napi::Object exports) {
 namespace lwm {
 void InitConv(Napi::Env env, Napi::Object exports);       // conv_napi.cc
 void InitGroupNorm(Napi::Env env, Napi::Object exports);  // groupnorm_napi.cc
+void InitLowp(Napi::Env env, Napi::Object exports);       // gemm_lowp_napi.cc
 }  // namespace lwm
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -80,6 +81,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lwm::InitElementwise(env, exports);
   lwm::InitConv(env, exports);
   lwm::InitGroupNorm(env, exports);
+  lwm::InitLowp(env, exports);
   return exports;
 }
 

@@ -1,0 +1,103 @@
+// N-API bindings of the low-precision-weight linear layers (gemm_lowp.h): typed arrays read in
+// place (the weights are never copied or widened), extents checked, the output a new Float32Array.
+#include <napi.h>
+
+#include <string>
+
+#include "gemm_lowp.h"
+#include "napi_util.h"
+#include "threadpool.h"
+
+namespace lwm {
+namespace {
+
+[[noreturn]] void range_error(Napi::Env env, const std::string& what) { throw Napi::RangeError::New(env, what); }
+
+template <typename T>
+const T* typed(const Napi::Value& v, napi_typedarray_type type, const char* fn, const char* what, const char* kind) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
+    throw Napi::TypeError::New(v.Env(), std::string(fn) + ": " + what + " must be a " + kind);
+  }
+  return v.As<Napi::TypedArrayOf<T>>().Data();
+}
+
+// m, n, k at info[at..at+2]: non-negative integers whose products fit the typed arrays' range.
+void dims(const Napi::CallbackInfo& info, size_t at, const char* fn, int64_t& m, int64_t& n, int64_t& k) {
+  const char* names[3] = {"m", "n", "k"};
+  int64_t* out[3] = {&m, &n, &k};
+  for (int i = 0; i < 3; i++) {
+    const size_t a = at + static_cast<size_t>(i);
+    if (a >= info.Length() || !info[a].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(fn) + ": " + names[i] + " must be a number");
+    const double d = info[a].As<Napi::Number>().DoubleValue();
+    if (!(d >= 0) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 9007199254740991.0) {
+      range_error(info.Env(), std::string(fn) + ": " + names[i] + " must be a non-negative integer, got " + info[a].ToString().Utf8Value());
+    }
+    *out[i] = static_cast<int64_t>(d);
+  }
+  // Products below 2^53 (lengths are compared exactly below).
+  if ((m > 0 && k > (int64_t(1) << 53) / m) || (n > 0 && k > (int64_t(1) << 53) / n) || (m > 0 && n > (int64_t(1) << 53) / m)) {
+    range_error(info.Env(), std::string(fn) + ": m, n, k are too large");
+  }
+}
+
+void check_length(Napi::Env env, const Napi::Value& v, int64_t want, const char* fn, const char* what, const char* shape) {
+  const int64_t got = static_cast<int64_t>(length_of(v));
+  if (got != want) {
+    range_error(env, std::string(fn) + ": " + what + " has " + std::to_string(got) + " elements, expected " + shape + " = " +
+                         std::to_string(want));
+  }
+}
+
+// matmulBf16(x: Float32Array [m, k], w: Uint16Array [n, k] bf16 bits, m, n, k) -> Float32Array [m, n]
+Napi::Value MatmulBf16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* fn = "matmulBf16";
+  const float* x = typed<float>(info[0], napi_float32_array, fn, "x", "Float32Array");
+  const uint16_t* w = typed<uint16_t>(info[1], napi_uint16_array, fn, "w", "Uint16Array (bf16 bit patterns)");
+  int64_t m, n, k;
+  dims(info, 2, fn, m, n, k);
+  check_length(env, info[0], m * k, fn, "x", "m * k");
+  check_length(env, info[1], n * k, fn, "w", "n * k");
+  Napi::Float32Array out = new_f32(env, static_cast<size_t>(m * n));
+  matmul_bf16(x, w, out.Data(), m, n, k);
+  return out;
+}
+
+// matmulInt8(x: Float32Array [m, k], q: Int8Array [n, k], scales: Float32Array [n], m, n, k) -> Float32Array [m, n]
+Napi::Value MatmulInt8(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* fn = "matmulInt8";
+  const float* x = typed<float>(info[0], napi_float32_array, fn, "x", "Float32Array");
+  const int8_t* q = typed<int8_t>(info[1], napi_int8_array, fn, "q", "Int8Array");
+  const float* scales = typed<float>(info[2], napi_float32_array, fn, "scales", "Float32Array");
+  int64_t m, n, k;
+  dims(info, 3, fn, m, n, k);
+  check_length(env, info[0], m * k, fn, "x", "m * k");
+  check_length(env, info[1], n * k, fn, "q", "n * k");
+  check_length(env, info[2], n, fn, "scales", "n");
+  Napi::Float32Array out = new_f32(env, static_cast<size_t>(m * n));
+  matmul_int8(x, q, scales, out.Data(), m, n, k);
+  return out;
+}
+
+// lowpInfo() -> { isa, bf16Dot, dotMaxM }: the kernels a call would use now.
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const LowpInfo li = lowp_info();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("isa", li.isa);
+  o.Set("bf16Dot", li.bf16_dot);
+  o.Set("dotMaxM", static_cast<double>(kLowpDotMaxM));
+  return o;
+}
+
+}  // namespace
+
+void InitLowp(Napi::Env env, Napi::Object exports) {
+  (void)num_threads();  // start the pool's workers early (see InitGemm)
+  exports.Set("matmulBf16", Napi::Function::New(env, MatmulBf16));
+  exports.Set("matmulInt8", Napi::Function::New(env, MatmulInt8));
+  exports.Set("lowpInfo", Napi::Function::New(env, Info));
+}
+
+}  // namespace lwm
