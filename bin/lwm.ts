@@ -7,6 +7,7 @@ import { doctorCommand } from './commands/doctor.js';
 import { evalCommand } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
 import { launchCommand } from './commands/launch.js';
+import { planCommand } from './commands/plan.js';
 import { prepareCommand } from './commands/prepare.js';
 import { serveCommand } from './commands/serve.js';
 import { trainCommand } from './commands/train.js';
@@ -25,6 +26,7 @@ await yargs(argv)
   .command(doctorCommand)
   .command(evalCommand)
   .command(launchCommand)
+  .command(planCommand)
   .command(prepareCommand)
   .command(serveCommand)
   .command(trainCommand)

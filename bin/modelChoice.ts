@@ -16,6 +16,11 @@ export interface ModelChoice {
   name: string;
 }
 
+/** float32 when those weights take at most half of this machine's memory, else bf16. */
+export function autoDtype(config: Readonly<LlamaConfig>): WeightDtype {
+  return paramCount(config) * 4 <= os.totalmem() / 2 ? 'f32' : 'bf16';
+}
+
 /**
  * How linear weights are held: as asked, or with 'auto' float32 when that takes at most half of
  * this machine's memory and bf16 otherwise (a 7B model: 13.5 GB instead of 27 GB).
@@ -25,8 +30,8 @@ export function weightDtype(command: string, asked: string | undefined, config: 
     if (!['f32', 'bf16', 'int8'].includes(asked)) throw new InputError(`--dtype must be auto, f32, bf16 or int8, got '${asked}'`);
     return asked as WeightDtype;
   }
+  if (autoDtype(config) === 'f32') return 'f32';
   const f32 = paramCount(config) * 4;
-  if (f32 <= os.totalmem() / 2) return 'f32';
   note(`lwm ${command}: float32 weights would take ${(f32 / 2 ** 30).toFixed(1)} GiB of this machine's ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; holding linear weights in bf16 (--dtype f32 to insist)`);
   return 'bf16';
 }

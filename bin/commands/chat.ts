@@ -22,6 +22,7 @@ import {
 } from '../../src/index.js';
 import { chooseModel, chooseVqgan } from '../modelChoice.js';
 import { handle, note } from '../output.js';
+import { checkMemory } from './plan.js';
 import { repeatedValues } from '../repeatable.js';
 import { hideBin } from 'yargs/helpers';
 import { launch } from '../../src/distributed/launch.js';
@@ -29,6 +30,7 @@ import { launch } from '../../src/distributed/launch.js';
 interface ChatArgs {
   model?: string;
   preset?: string;
+  dtype?: string;
   prompt?: string;
   system?: string;
   file?: string;
@@ -66,6 +68,7 @@ export const chatCommand: CommandModule<object, ChatArgs> = {
     y
       .option('model', { alias: 'm', type: 'string', describe: 'Model folder (default: newest ./lwm-out checkpoint, else the random tiny preset)' })
       .option('preset', { type: 'string', describe: 'Random-weight model of a preset' })
+      .option('dtype', { type: 'string', default: 'auto', choices: ['auto', 'f32', 'bf16', 'int8'], describe: 'Linear weights in float32, bf16 or int8 (auto: f32 unless that takes over half the memory)' })
       .option('prompt', { alias: 'p', type: 'string', describe: 'Ask one question, print the answer and exit' })
       .option('system', { type: 'string', describe: 'System text (default LWM\'s "You are a helpful assistant.")' })
       .option('file', { alias: 'f', type: 'string', describe: 'A text document placed before the first question' })
@@ -118,6 +121,7 @@ function checkArgs(a: ChatArgs): void {
 async function runChat(args: ChatArgs): Promise<void> {
   const a: ChatArgs = { ...args, stop: repeatedValues('stop') ?? args.stop, image: repeatedValues('image') ?? args.image, video: repeatedValues('video') ?? args.video };
   checkArgs(a);
+  const context = await checkMemory('chat', { model: a.model, preset: a.preset, flags: a, context: a.context, sp: a.sp, prefillChunk: a['prefill-chunk'], hint: 'pass a lower --context' });
   const launched = detectLaunch();
   if (a.sp > 1 && launched.size === 1) {
     // Rank 0 talks to the user (stdin, stdout); the others only help with the prefill.
@@ -128,7 +132,7 @@ async function runChat(args: ChatArgs): Promise<void> {
   }
   if (a.sp > 1 && launched.size !== a.sp) throw new ConfigError(`--sp ${a.sp} but the launcher started ${launched.size} ranks; make them equal`);
   await initBackend();
-  const choice = chooseModel('chat', { model: a.model, preset: a.preset, ropeTheta: a['rope-theta'], context: a.context });
+  const choice = chooseModel('chat', { model: a.model, preset: a.preset, dtype: a.dtype, ropeTheta: a['rope-theta'], context });
   const vqgan = chooseVqgan(a.vqgan, choice.dir);
   const sampling: Sampling = a.fps !== undefined ? { fps: a.fps } : { maxFrames: a['max-frames'] ?? 8 };
   const media = vqgan ? new MediaEncoder({ vqgan, cacheDir: a['codes-cache'], sampling }) : undefined;

@@ -13,11 +13,15 @@ import {
   readModelConfig,
   TokenStreamDecoder,
   type LlamaConfig,
-  type LlamaModel,
+  LlamaModel,
+  lowerParams,
   type Vqgan,
 } from '../../src/index.js';
 import { generateVisionFile, randomTinyVqgan, resolveVqganDir, checkVisionOutput, type VisionSampling } from '../../src/vision/index.js';
 import { handle, note } from '../output.js';
+import { checkMemory } from './plan.js';
+import { weightDtype } from '../modelChoice.js';
+import { withOverrides } from '../../src/checkpoint/source.js';
 
 interface VisionArgs {
   image?: string;
@@ -53,6 +57,7 @@ const TEXT_ONLY: readonly [keyof GenerateArgs, unknown][] = [
 interface GenerateArgs extends VisionArgs {
   model?: string;
   preset?: string;
+  dtype?: string;
   prompt?: string;
   'prompt-tokens'?: string;
   'max-tokens': number;
@@ -79,6 +84,7 @@ export const generateCommand: CommandModule<object, GenerateArgs> = {
     y
       .option('model', { alias: 'm', type: 'string', describe: 'Model folder (config.json + *.safetensors)' })
       .option('preset', { type: 'string', describe: "Random-weight model of a preset (default when no --model: 'tiny', with --image/--video 'tiny-vision')" })
+      .option('dtype', { type: 'string', default: 'auto', choices: ['auto', 'f32', 'bf16', 'int8'], describe: 'Linear weights in float32, bf16 or int8 (auto: f32 unless that takes over half the memory)' })
       .option('prompt', { alias: 'p', type: 'string', describe: 'Prompt text' })
       .option('prompt-tokens', { type: 'string', describe: 'Prompt as comma-separated token ids (no BOS added)' })
       .option('max-tokens', { alias: 'n', type: 'number', default: 64, describe: 'New tokens at most' })
@@ -118,10 +124,11 @@ async function runGenerate(args: GenerateArgs): Promise<void> {
   }
   if (args.model && args.preset) throw new InputError('give either --model or --preset, not both');
   await initBackend();
+  const tok = loadTokenizer(args.model);
+  const prompt = args['prompt-tokens'] !== undefined ? parseTokenIds(args['prompt-tokens']) : tok.encode(args.prompt!, { bos: args.bos });
+  await checkMemory('generate', { model: args.model, preset: args.preset ?? (args.model ? undefined : 'tiny'), flags: args, prompt: prompt.length, newTokens: args['max-tokens'], echo: args.echo && args.json, hint: 'shorten the prompt or -n' });
   const model = openModel(args, 'tiny', "no --model given, using the built-in 'tiny' preset with random weights (its output is noise); pass --model DIR for a real model");
   try {
-    const tok = loadTokenizer(args.model);
-    const prompt = args['prompt-tokens'] !== undefined ? parseTokenIds(args['prompt-tokens']) : tok.encode(args.prompt!, { bos: args.bos });
     const stream = args.json ? null : new TokenStreamDecoder(tok);
     if (stream && args.echo) process.stdout.write(tok.decode(prompt));
     const r = await generate(model, prompt, {
@@ -220,7 +227,10 @@ function requireVision(c: Readonly<LlamaConfig>, what: string): void {
 /** --model, else random weights of --preset, else of `fallback` (saying so with `fallbackNote`). */
 function openModel(args: GenerateArgs, fallback: string, fallbackNote: string, check?: (config: Readonly<LlamaConfig>, preset: string) => void): LlamaModel {
   const theta = args['rope-theta'];
-  if (args.model) return loadModel(args.model, theta !== undefined ? { ropeTheta: theta } : {});
+  if (args.model) {
+    const overrides = theta !== undefined ? { ropeTheta: theta } : {};
+    return loadModel(args.model, { ...overrides, dtype: weightDtype('generate', args.dtype, withOverrides(readModelConfig(args.model), overrides)) });
+  }
   const preset = args.preset ?? fallback;
   const config = presetConfig(preset, theta !== undefined ? { ropeTheta: theta } : {});
   check?.(config, preset);
@@ -229,7 +239,9 @@ function openModel(args: GenerateArgs, fallback: string, fallbackNote: string, c
   if (bytes > os.totalmem() * 0.7) {
     throw new InputError(`random '${preset}' weights need ${(bytes / 2 ** 30).toFixed(1)} GiB in float32, more than this machine's ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB allows; use a smaller preset`);
   }
-  return createModel(preset, { overrides: theta !== undefined ? { ropeTheta: theta } : {} });
+  const model = createModel(preset, { overrides: theta !== undefined ? { ropeTheta: theta } : {} });
+  const dtype = weightDtype('generate', args.dtype, config);
+  return dtype === 'f32' ? model : new LlamaModel(model.config, lowerParams(model.params, dtype));
 }
 
 export function parseTokenIds(text: string): number[] {
