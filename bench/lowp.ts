@@ -6,6 +6,7 @@
  * per shape and m, best-of-N wall time, GB/s of weights streamed (bytes of the weight matrix in its
  * own format / time) and GFLOP/s (2 m n k / time). A standalone timing script: nothing asserted.
  */
+import { best as bestOf } from './timing.js';
 import { loadAddon } from '../ops/native/addon.js';
 import { lowpAddon, lowpInfo } from '../ops/native/lowp.js';
 
@@ -23,13 +24,7 @@ function arg(name: string): string | undefined {
 /** Best (smallest) wall time in ms of `reps` runs after `warm` untimed ones. */
 function best(reps: number, warm: number, fn: () => void): number {
   for (let i = 0; i < warm; i++) fn();
-  let min = Infinity;
-  for (let i = 0; i < reps; i++) {
-    const t = performance.now();
-    fn();
-    min = Math.min(min, performance.now() - t);
-  }
-  return min;
+  return bestOf(reps, fn);
 }
 
 /** Deterministic pseudo-random 32-bit words (xorshift), fast enough for half a GB of weights. */

@@ -10,6 +10,7 @@
 #include <new>
 
 #include "cpu.h"
+#include "gemm_common.h"
 #include "threadpool.h"
 
 namespace lwm {
@@ -110,39 +111,9 @@ constexpr double kParallelBytes = 256e3;
 // What the matrix-vector path keeps resident in L2 between the rows of x.
 constexpr int64_t kL2Bytes = 256 << 10;
 
-// Packing buffers, per thread, grown on demand and kept: page faults on fresh memory are slow
-// here, so every call after the first reuses warm pages.
-struct Scratch {
-  float* p[4] = {};
-  size_t cap[4] = {};
-  float* get(int slot, int64_t n) {
-    const size_t need = static_cast<size_t>(n) + 16;
-    if (cap[slot] < need) {
-      std::free(p[slot]);
-      size_t bytes = need * sizeof(float);
-      const size_t align = bytes >= (2u << 20) ? (2u << 20) : 64;
-      bytes = (bytes + align - 1) / align * align;
-      p[slot] = static_cast<float*>(std::aligned_alloc(align, bytes));
-      if (!p[slot]) throw std::bad_alloc();
-      if (align > 64) madvise(p[slot], bytes, MADV_HUGEPAGE);
-      cap[slot] = need;
-    }
-    return p[slot];
-  }
-  ~Scratch() {
-    for (float* q : p) std::free(q);
-  }
-};
-thread_local Scratch scratch;
+thread_local gemm_common::Scratch scratch;
+using gemm_common::run_tasks;
 
-// Runs fn(i) for i < n, on the pool when `parallel`.
-void run_tasks(int64_t n, bool parallel, const std::function<void(int64_t)>& fn) {
-  if (parallel && n > 1 && num_threads() > 1) {
-    parallel_for(n, [&](int64_t i, int) { fn(i); });
-  } else {
-    for (int64_t i = 0; i < n; i++) fn(i);
-  }
-}
 
 inline float act_value(Act act, float v, double leaky, const float* prelu) {
   switch (act) {

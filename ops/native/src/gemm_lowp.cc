@@ -13,6 +13,7 @@
 
 #include "cpu.h"
 #include "gemm.h"
+#include "gemm_common.h"
 #include "threadpool.h"
 
 namespace lwm {
@@ -141,39 +142,9 @@ constexpr double kParallelFlops = 2e6;
 // What the dot path keeps resident in L2 between the groups of rows of x.
 constexpr int64_t kDotL2Bytes = 256 << 10;
 
-// Per-thread buffers, grown on demand and kept (fresh pages fault slowly here; see gemm.cc).
-struct Scratch {
-  float* p[4] = {};
-  size_t cap[4] = {};
-  float* get(int slot, int64_t n) {
-    const size_t need = static_cast<size_t>(n) + 16;
-    if (cap[slot] < need) {
-      std::free(p[slot]);
-      p[slot] = nullptr;
-      cap[slot] = 0;
-      size_t bytes = need * sizeof(float);
-      const size_t align = bytes >= (2u << 20) ? (2u << 20) : 64;
-      bytes = (bytes + align - 1) / align * align;
-      p[slot] = static_cast<float*>(std::aligned_alloc(align, bytes));
-      if (!p[slot]) throw std::bad_alloc();
-      if (align > 64) madvise(p[slot], bytes, MADV_HUGEPAGE);
-      cap[slot] = need;
-    }
-    return p[slot];
-  }
-  ~Scratch() {
-    for (float* q : p) std::free(q);
-  }
-};
-thread_local Scratch scratch;
+thread_local gemm_common::Scratch scratch;
+using gemm_common::run_tasks;
 
-void run_tasks(int64_t n, bool parallel, const std::function<void(int64_t)>& fn) {
-  if (parallel && n > 1 && num_threads() > 1) {
-    parallel_for(n, [&](int64_t i, int) { fn(i); });
-  } else {
-    for (int64_t i = 0; i < n; i++) fn(i);
-  }
-}
 
 // The weights of one call: bf16 (bf16 set) or int8 with scales.
 struct Weights {
