@@ -87,10 +87,7 @@ export async function writeResults(out: string, name: string, json: unknown, cha
   const jsonFile = path.join(out, `${name}.json`);
   const pngFile = path.join(out, `${name}.png`);
   writeFileAtomic(jsonFile, JSON.stringify(json, null, 2) + '\n');
-  const png = 'heatmap' in chart ? await heatmapPng(chart.heatmap) : await lineChartPng(chart.line);
-  const tmp = `${pngFile}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, png);
-  fs.renameSync(tmp, pngFile);
+  writeFileAtomic(pngFile, 'heatmap' in chart ? await heatmapPng(chart.heatmap) : await lineChartPng(chart.line));
   return { json: jsonFile, png: pngFile };
 }
 

@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createModel, InputError, latestCheckpoint, LlamaModel, loadModel, lowerParams, paramCount, presetConfig, readModelConfig, type LlamaConfig, type WeightDtype } from '../src/index.js';
-import { withOverrides } from '../src/checkpoint/source.js';
+import { initParams, InputError, latestCheckpoint, LlamaModel, loadModel, lowerParams, paramCount, presetConfig, readModelConfig, type LlamaConfig, type WeightDtype } from '../src/index.js';
+import { withOverrides, type ContextOverrides } from '../src/checkpoint/source.js';
 import { note } from './output.js';
 
 /** Where `lwm train` writes by default; chat, serve and eval look there for a model first. */
@@ -45,24 +45,36 @@ export function chooseModel(command: string, a: { model?: string; preset?: strin
   if (a.model && a.preset) throw new InputError('give either --model or --preset, not both');
   if (a.context !== undefined && !(Number.isInteger(a.context) && a.context > 0)) throw new InputError(`--context must be a positive integer, got ${a.context}`);
   const overrides = { ...(a.ropeTheta !== undefined ? { ropeTheta: a.ropeTheta } : {}), ...(a.context !== undefined ? { maxSeqLen: a.context } : {}) };
-  if (a.model) return { model: loadModel(a.model, { ...overrides, dtype: weightDtype(command, a.dtype, withOverrides(readModelConfig(a.model), overrides)) }), dir: a.model, name: path.basename(path.resolve(a.model)) };
+  if (a.model) return { model: loadFolder(command, a.model, overrides, a.dtype), dir: a.model, name: path.basename(path.resolve(a.model)) };
   if (!a.preset) {
     const latest = latestCheckpoint(DEFAULT_TRAIN_OUT);
     if (latest && fs.existsSync(path.join(latest.dir, 'config.json'))) {
       note(`lwm ${command}: no --model given, using the newest training checkpoint ${latest.dir}`);
-      return { model: loadModel(latest.dir, { ...overrides, dtype: weightDtype(command, a.dtype, withOverrides(readModelConfig(latest.dir), overrides)) }), dir: latest.dir, name: path.basename(latest.dir) };
+      return { model: loadFolder(command, latest.dir, overrides, a.dtype), dir: latest.dir, name: path.basename(latest.dir) };
     }
   }
   const preset = a.preset ?? a.fallbackPreset ?? 'tiny';
   if (!a.preset) note(`lwm ${command}: no --model given, using the built-in '${preset}' preset with random weights (its output is noise); pass --model DIR for a real model`);
-  const config = presetConfig(preset, overrides);
+  return { model: randomModel(command, preset, presetConfig(preset, overrides), a.dtype), name: preset };
+}
+
+/** A model folder with its linear weights held as --dtype asks (auto: by the folder's config). */
+export function loadFolder(command: string, dir: string, overrides: ContextOverrides, dtype: string | undefined): LlamaModel {
+  return loadModel(dir, { ...overrides, dtype: weightDtype(command, dtype, withOverrides(readModelConfig(dir), overrides)) });
+}
+
+/**
+ * Random weights of a preset (made in float32, so refused where that would not fit), then held as
+ * --dtype asks.
+ */
+export function randomModel(command: string, preset: string, config: Readonly<LlamaConfig>, dtype: string | undefined): LlamaModel {
   const bytes = paramCount(config) * 4;
   if (bytes > os.totalmem() * 0.7) {
     throw new InputError(`random '${preset}' weights need ${(bytes / 2 ** 30).toFixed(1)} GiB in float32, more than this machine's ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB allows; use a smaller preset`);
   }
-  const model = createModel(preset, { overrides });
-  const dtype = weightDtype(command, a.dtype, config);
-  return { model: dtype === 'f32' ? model : new LlamaModel(model.config, lowerParams(model.params, dtype)), name: preset };
+  const model = new LlamaModel(config, initParams(config, 0));
+  const held = weightDtype(command, dtype, config);
+  return held === 'f32' ? model : new LlamaModel(model.config, lowerParams(model.params, held));
 }
 
 /** The VQGAN for images and videos: --vqgan, else the model folder's vqgan/ subfolder (LWM-Chat's Jax release layout). */

@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, InputError } from './errors.js';
 import { loadAddon } from './native/addon.js';
-import { lowpAddon, type LowpAddon } from './native/lowp.js';
+import { lowpAddon, quantizeInt8, type LowpAddon } from './native/lowp.js';
+import { bf16ToF32, f32ToBf16 } from './bf16.js';
 
 /**
  * Linear-layer weights kept in 16 or 8 bits, never widened to a whole fp32 copy: a 7B model is
@@ -34,23 +35,11 @@ export class LowpWeight {
     if (w.length !== n * k) throw new InputError(`${dtype} weight: ${w.length} values for shape [${shape.join(', ')}]`);
     if (dtype === 'bf16') {
       const bits = new Uint16Array(w.length);
-      const u = new Uint32Array(w.buffer, w.byteOffset, w.length);
-      for (let i = 0; i < u.length; i++) {
-        const x = u[i]!;
-        bits[i] = (x & 0x7fffffff) > 0x7f800000 ? ((x >>> 16) & 0x8000) | 0x7fc0 : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
-      }
+      f32ToBf16(w, bits);
       return new LowpWeight('bf16', shape, bits, null, null);
     }
     if (dtype !== 'int8') throw new ConfigError(`weight dtype must be bf16 or int8, got ${JSON.stringify(dtype)}`);
-    const q = new Int8Array(w.length);
-    const scales = new Float32Array(n);
-    for (let j = 0; j < n; j++) {
-      let max = 0;
-      for (let i = j * k; i < (j + 1) * k; i++) max = Math.max(max, Math.abs(w[i]!));
-      const s = max / 127;
-      scales[j] = s;
-      if (s > 0) for (let i = j * k; i < (j + 1) * k; i++) q[i] = Math.round(w[i]! / s);
-    }
+    const { q, scales } = quantizeInt8(w, n, k);
     return new LowpWeight('int8', shape, null, q, scales);
   }
 
@@ -67,8 +56,7 @@ export class LowpWeight {
   row(j: number, out: Float32Array): Float32Array {
     const k = this.shape[1];
     if (this.bits) {
-      const u = new Uint32Array(out.buffer, out.byteOffset, k);
-      for (let i = 0; i < k; i++) u[i] = this.bits[j * k + i]! << 16;
+      bf16ToF32(this.bits.subarray(j * k, (j + 1) * k), out);
     } else {
       const s = this.scales![j]!;
       for (let i = 0; i < k; i++) out[i] = this.q![j * k + i]! * s;

@@ -1,27 +1,21 @@
-import * as os from 'node:os';
 import type { Argv, CommandModule } from 'yargs';
 import {
-  createModel,
   generate,
   InputError,
   initBackend,
-  loadModel,
   loadTokenizer,
   loadVqgan,
-  paramCount,
   presetConfig,
   readModelConfig,
   TokenStreamDecoder,
   type LlamaConfig,
-  LlamaModel,
-  lowerParams,
+  type LlamaModel,
   type Vqgan,
 } from '../../src/index.js';
 import { generateVisionFile, randomTinyVqgan, resolveVqganDir, checkVisionOutput, type VisionSampling } from '../../src/vision/index.js';
 import { handle, note } from '../output.js';
 import { checkMemory } from './plan.js';
-import { weightDtype } from '../modelChoice.js';
-import { withOverrides } from '../../src/checkpoint/source.js';
+import { loadFolder, randomModel } from '../modelChoice.js';
 
 interface VisionArgs {
   image?: string;
@@ -227,21 +221,13 @@ function requireVision(c: Readonly<LlamaConfig>, what: string): void {
 /** --model, else random weights of --preset, else of `fallback` (saying so with `fallbackNote`). */
 function openModel(args: GenerateArgs, fallback: string, fallbackNote: string, check?: (config: Readonly<LlamaConfig>, preset: string) => void): LlamaModel {
   const theta = args['rope-theta'];
-  if (args.model) {
-    const overrides = theta !== undefined ? { ropeTheta: theta } : {};
-    return loadModel(args.model, { ...overrides, dtype: weightDtype('generate', args.dtype, withOverrides(readModelConfig(args.model), overrides)) });
-  }
+  const overrides = theta !== undefined ? { ropeTheta: theta } : {};
+  if (args.model) return loadFolder('generate', args.model, overrides, args.dtype);
   const preset = args.preset ?? fallback;
-  const config = presetConfig(preset, theta !== undefined ? { ropeTheta: theta } : {});
+  const config = presetConfig(preset, overrides);
   check?.(config, preset);
   if (!args.preset) note(`lwm generate: ${fallbackNote}`);
-  const bytes = paramCount(config) * 4;
-  if (bytes > os.totalmem() * 0.7) {
-    throw new InputError(`random '${preset}' weights need ${(bytes / 2 ** 30).toFixed(1)} GiB in float32, more than this machine's ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB allows; use a smaller preset`);
-  }
-  const model = createModel(preset, { overrides: theta !== undefined ? { ropeTheta: theta } : {} });
-  const dtype = weightDtype('generate', args.dtype, config);
-  return dtype === 'f32' ? model : new LlamaModel(model.config, lowerParams(model.params, dtype));
+  return randomModel('generate', preset, config, args.dtype);
 }
 
 export function parseTokenIds(text: string): number[] {

@@ -2,6 +2,7 @@
 // native products of src/gemm_lowp*.cc, plus the plain-JS conversions that make such weights.
 // A 7B model's linear weights take 13.5 GB as bf16 and 6.7 GB as int8 against 27 GB as fp32.
 import type { NativeAddon } from './addon.js';
+import { bf16ToF32, f32ToBf16 } from '../bf16.js';
 
 /** The low-precision-weight products of the addon (src/gemm_lowp_napi.cc). */
 export interface LowpAddon {
@@ -33,29 +34,17 @@ export function lowpInfo(addon: NativeAddon | null): LowpInfo | null {
   return typeof f === 'function' ? (f as () => LowpInfo)() : null;
 }
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
 /** fp32 -> bf16 bit patterns, rounded to nearest even (NaN stays a quiet NaN). */
 export function toBf16(x: Float32Array): Uint16Array {
   const out = new Uint16Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    f32[0] = x[i]!;
-    const u = u32[0]!;
-    if ((u & 0x7f800000) === 0x7f800000 && (u & 0x007fffff) !== 0) {
-      out[i] = (u >>> 16) | 0x0040;
-      continue;
-    }
-    out[i] = (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
-  }
+  f32ToBf16(x, out);
   return out;
 }
 
 /** bf16 bit patterns -> fp32 (exact). */
 export function fromBf16(b: Uint16Array): Float32Array {
   const out = new Float32Array(b.length);
-  const bits = new Uint32Array(out.buffer);
-  for (let i = 0; i < b.length; i++) bits[i] = b[i]! << 16;
+  bf16ToF32(b, out);
   return out;
 }
 

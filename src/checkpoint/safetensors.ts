@@ -352,11 +352,11 @@ export function writeSafetensorsSharded(
 }
 
 /** Writes a small file under a temporary name, flushes it to disk, and renames it into place. */
-export function writeFileAtomic(file: string, text: string): void {
+export function writeFileAtomic(file: string, text: string | Uint8Array): void {
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = fs.openSync(tmp, 'w');
   try {
-    fs.writeSync(fd, text);
+    writeAll(fd, typeof text === 'string' ? Buffer.from(text) : text);
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
