@@ -3,6 +3,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { chatCommand } from './commands/chat.js';
 import { convertCommand } from './commands/convert.js';
+import { dataCommand } from './commands/data.js';
 import { doctorCommand } from './commands/doctor.js';
 import { evalCommand } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
@@ -22,6 +23,7 @@ await yargs(argv)
   .usage('$0 <command> [options]\n\nLarge World Model (LWM) on TensorFlow.js: long-context text and video-language models without Python.')
   .command(chatCommand)
   .command(convertCommand)
+  .command(dataCommand)
   .command(generateCommand)
   .command(doctorCommand)
   .command(evalCommand)

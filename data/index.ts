@@ -9,3 +9,5 @@ export * from './batches.js';
 export * from './passkey.js';
 export * from './haystack.js';
 export * from './videoNeedle.js';
+export * from './chunking.js';
+export * from './qaAssembly.js';

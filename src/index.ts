@@ -64,6 +64,11 @@ export { detectLaunch, type LaunchInfo } from './distributed/env.js';
 // Datasets: lwm prepare's pipeline and its output folder
 export * from './prepare/index.js';
 
+// Model-generated question-answer data (lwm data qa).
+export { runQa, readDocuments, QA_DATASET_FILE, QA_STATS_FILE, type QaRunOptions, type QaStats, type QaProgress } from './qa/run.js';
+export { endpointGenerator, localGenerator, chatCompletionsUrl, ServerError, type QaGenerator, type EndpointOptions } from './qa/generators.js';
+export { qaPrompt, parseQaReply, groundedShare, QA_PROMPT_VERSION, type QaVerdict, type DropReason } from './qa/prompt.js';
+
 // Training: fine-tuning API, the trainer and its pieces
 export { finetune, type FinetuneOptions } from './train/finetune.js';
 export { train, checkTrainConfig, type TrainConfig, type TrainHooks, type TrainSummary, type StepReport, type Stage } from './train/run.js';

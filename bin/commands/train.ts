@@ -93,7 +93,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       .option('out', { alias: 'o', type: 'string', default: DEFAULT_OUT, describe: 'Folder for checkpoints, metrics.jsonl and loss.png' })
       .option('preset', { type: 'string', describe: 'Start from random weights of a preset (default tiny, or tiny-vision for vision data)' })
       .option('model', { alias: 'm', type: 'string', describe: 'Fine-tune this model folder' })
-      .option('data', { type: 'string', describe: 'An lwm prepare folder or a JSONL text file (default: the built-in passkey + video set)' })
+      .option('data', { type: 'string', describe: 'An lwm prepare folder, an lwm data qa folder or a JSONL file (default: the built-in passkey + video set)' })
       .option('eval-data', { type: 'string', describe: 'Held-out data (default: the last --eval-fraction of the rows)' })
       .option('seq-len', { type: 'number', describe: 'Tokens per row (default 256 for the built-in set, else 4096)' })
       .option('batch-size', { type: 'number', describe: 'Rows per optimizer update' })

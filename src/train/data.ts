@@ -5,7 +5,8 @@ import { packedRowSource, type PackedRow, type RowSource } from '../../data/batc
 import { parseJsonl, processExample } from '../../data/examples.js';
 import { packDocuments, type LossWeighting } from '../../data/packing.js';
 import type { Tokenizer } from '../../data/tokenizer.js';
-import { openPrepared } from '../prepare/format.js';
+import { openPrepared, PREPARED_INFO_FILE } from '../prepare/format.js';
+import { QA_DATASET_FILE } from '../qa/run.js';
 import { recordFields } from '../prepare/manifest.js';
 
 /** Training rows from an `lwm prepare` folder (fixed row length) or a JSONL text file (packed here). */
@@ -27,8 +28,11 @@ export interface RowsOptions {
 
 /** Opens training data: a prepared folder must have been packed at `seqLen`; JSONL is packed at it. */
 export function openTrainRows(data: string, o: RowsOptions): TrainRows {
-  if (!fs.existsSync(data)) throw new InputError(`${data}: no such data; pass an lwm prepare folder or a JSONL file`);
+  if (!fs.existsSync(data)) throw new InputError(`${data}: no such data; pass an lwm prepare folder, an lwm data qa folder or a JSONL file`);
   if (fs.statSync(data).isDirectory()) {
+    // An lwm data qa folder: its JSONL dataset, packed here like any JSONL file.
+    const qa = path.join(data, QA_DATASET_FILE);
+    if (fs.existsSync(qa) && !fs.existsSync(path.join(data, PREPARED_INFO_FILE))) return openTrainRows(qa, o);
     const rows = openPrepared(data);
     const inputs = rows.info.inputs as { batch_rows?: number };
     if (rows.seqLen !== o.seqLen) {
