@@ -14,6 +14,7 @@ export interface CommonEvalArgs {
   'rope-theta'?: number;
   'max-len'?: number;
   dtype?: string;
+  'kv-dtype'?: string;
   out: string;
   json?: boolean;
   progress: boolean;
@@ -29,6 +30,7 @@ export function commonOptions<T>(y: Argv<T>, kind: string): Argv<T> {
     .option('rope-theta', { type: 'number', describe: "Override the model's RoPE theta" })
     .option('max-len', { type: 'number', describe: "Override the model's context length (max_position_embeddings)" })
     .option('dtype', { type: 'string', default: 'auto', choices: ['auto', 'f32', 'bf16', 'int8'], describe: 'Linear weights in float32, bf16 or int8 (auto: f32 unless that takes over half the memory)' })
+    .option('kv-dtype', { type: 'string', default: 'f32', choices: ['f32', 'bf16'], describe: 'KV cache in float32 or bf16 (half the memory per token of context)' })
     .option('out', { type: 'string', default: path.join('lwm-eval', kind), describe: `Folder for ${kind}.json and ${kind}.png` })
     .option('json', { type: 'boolean', describe: 'Also print the results JSON on stdout' })
     .option('progress', { type: 'boolean', default: true, describe: 'Progress bar with ETA on stderr (--no-progress hides it)' })
@@ -36,7 +38,7 @@ export function commonOptions<T>(y: Argv<T>, kind: string): Argv<T> {
 }
 
 export function openModel(command: string, a: CommonEvalArgs): ModelChoice {
-  return chooseModel(command, { model: a.model, preset: a.preset, ropeTheta: a['rope-theta'], context: a['max-len'], dtype: a.dtype });
+  return chooseModel(command, { model: a.model, preset: a.preset, ropeTheta: a['rope-theta'], context: a['max-len'], dtype: a.dtype, kvDtype: a['kv-dtype'] });
 }
 
 export function checkCommon(a: CommonEvalArgs): void {

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { initParams, InputError, latestCheckpoint, LlamaModel, loadModel, lowerParams, paramCount, presetConfig, readModelConfig, type LlamaConfig, type WeightDtype } from '../src/index.js';
+import { initParams, InputError, latestCheckpoint, LlamaModel, loadModel, lowerParams, paramCount, presetConfig, readModelConfig, type KvDtype, type LlamaConfig, type WeightDtype } from '../src/index.js';
 import { withOverrides, type ContextOverrides } from '../src/checkpoint/source.js';
 import { note } from './output.js';
 
@@ -41,7 +41,19 @@ export function weightDtype(command: string, asked: string | undefined, config: 
  * default training run (./lwm-out/checkpoints/step-N), else the built-in tiny preset with random
  * weights (so every command works on a fresh machine), with a note on stderr saying which.
  */
-export function chooseModel(command: string, a: { model?: string; preset?: string; ropeTheta?: number; context?: number; fallbackPreset?: string; dtype?: string }): ModelChoice {
+export function chooseModel(command: string, a: { model?: string; preset?: string; ropeTheta?: number; context?: number; fallbackPreset?: string; dtype?: string; kvDtype?: string }): ModelChoice {
+  const choice = chooseModelWeights(command, a);
+  choice.model.kvDtype = kvDtype(a.kvDtype);
+  return choice;
+}
+
+/** --kv-dtype checked (yargs choices cover the CLI; this covers library callers of chooseModel). */
+export function kvDtype(v: string | undefined): KvDtype {
+  if (v === undefined || v === 'f32' || v === 'bf16') return v ?? 'f32';
+  throw new InputError(`--kv-dtype must be f32 or bf16, got '${v}'`);
+}
+
+function chooseModelWeights(command: string, a: { model?: string; preset?: string; ropeTheta?: number; context?: number; fallbackPreset?: string; dtype?: string }): ModelChoice {
   if (a.model && a.preset) throw new InputError('give either --model or --preset, not both');
   if (a.context !== undefined && !(Number.isInteger(a.context) && a.context > 0)) throw new InputError(`--context must be a positive integer, got ${a.context}`);
   const overrides = { ...(a.ropeTheta !== undefined ? { ropeTheta: a.ropeTheta } : {}), ...(a.context !== undefined ? { maxSeqLen: a.context } : {}) };

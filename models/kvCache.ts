@@ -1,5 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { InputError } from '../ops/errors.js';
+import { bf16ToF32, f32ToBf16 } from '../ops/bf16.js';
+import { attentionBf16Kv, type Bf16Kv } from '../ops/kvAttention.js';
+
+/** Element type of a KV cache: float32, or bf16 (half the memory; values rounded to 8 mantissa bits). */
+export type KvDtype = 'f32' | 'bf16';
 
 /** Capacity grows by half again each time (rounded to this), so appends are amortised O(1). */
 const CAPACITY_STEP = 256;
@@ -20,6 +25,11 @@ function backendValues(t: tf.Tensor): Float32Array | null {
  * Keys and values of every layer for the tokens seen so far, so each decode step only runs the
  * new token. Owns its tensors; `dispose()` frees them. Layout per layer: [B, S, Hkv, D] after RoPE.
  *
+ * `capacity` preallocates that many tokens at the first append (the context a plan was made
+ * for), so a long chat never pays a grow-and-copy. With dtype 'bf16' keys and values live in
+ * plain Uint16Arrays outside tfjs and the model attends over them with attend() (natively
+ * widened as they are read); with 'f32' they are tensors, as follows.
+ *
  * On the cpu backend the tensors handed to attention are buffers of `capacity >= length` rows
  * written in place; rows past the current tokens are never visible to a query because attention
  * is causal with queryOffset = length. Elsewhere they are exactly `length` rows.
@@ -34,14 +44,39 @@ export class KVCache {
   /** Rows of the in-place buffers (0 in concatenation mode). */
   private capacity = 0;
   readonly inPlace: boolean;
+  readonly dtype: KvDtype;
+  private readonly reserve: number;
+  /** bf16 mode: per layer [B, capacity, Hkv, D] bits of keys and values. */
+  private bits: (Bf16Kv | null)[];
 
   constructor(
     readonly numLayers: number,
-    opts: { inPlace?: boolean } = {},
+    opts: { inPlace?: boolean; dtype?: KvDtype; capacity?: number } = {},
   ) {
     this.keys = new Array(numLayers).fill(null);
     this.values = new Array(numLayers).fill(null);
-    this.inPlace = opts.inPlace ?? tf.getBackend() === 'cpu';
+    this.bits = new Array(numLayers).fill(null);
+    this.dtype = opts.dtype ?? 'f32';
+    if (this.dtype !== 'f32' && this.dtype !== 'bf16') throw new InputError(`KV cache dtype must be f32 or bf16, got ${JSON.stringify(this.dtype)}`);
+    if (opts.capacity !== undefined && !(Number.isInteger(opts.capacity) && opts.capacity >= 0)) throw new InputError(`KVCache capacity must be a whole number of tokens, got ${opts.capacity}`);
+    this.reserve = opts.capacity ?? 0;
+    this.inPlace = this.dtype === 'bf16' || (opts.inPlace ?? tf.getBackend() === 'cpu');
+  }
+
+  /** Rows allocated per layer (tokens it holds without growing). */
+  get allocated(): number {
+    return this.capacity;
+  }
+
+  /** Bytes of keys and values allocated. */
+  get bytes(): number {
+    let n = 0;
+    for (let i = 0; i < this.numLayers; i++) {
+      const b = this.bits[i];
+      if (b) n += b.k.byteLength + b.v.byteLength;
+      else for (const t of [this.keys[i], this.values[i]]) n += t ? t.size * 4 : 0;
+    }
+    return n;
   }
 
   /** Rows the keys passed to attention have when `n` more tokens are appended. */
@@ -49,7 +84,7 @@ export class KVCache {
     const need = this.length + n;
     if (!this.inPlace) return need;
     if (need > this.capacity) {
-      const grown = Math.max(need, Math.floor(this.capacity * 1.5));
+      const grown = Math.max(need, Math.floor(this.capacity * 1.5), this.reserve);
       this.capacity = Math.ceil(grown / CAPACITY_STEP) * CAPACITY_STEP;
     }
     return this.capacity;
@@ -58,6 +93,10 @@ export class KVCache {
   /** Appends this step's k/v for one layer and returns the full cached k/v (owned by the cache). */
   append(layer: number, k: tf.Tensor4D, v: tf.Tensor4D): [tf.Tensor4D, tf.Tensor4D] {
     const rows = this.keyRows(k.shape[1]);
+    if (this.dtype === 'bf16') {
+      this.bits[layer] = this.writeBits(this.bits[layer] ?? null, k, v, rows);
+      return [k, v];
+    }
     if (!this.inPlace) {
       const cat = (old: tf.Tensor4D | null, x: tf.Tensor4D) => tf.keep(old ? (tf.concat([old, x], 1) as tf.Tensor4D) : x.clone());
       const [nk, nv] = [cat(this.keys[layer] ?? null, k), cat(this.values[layer] ?? null, v)];
@@ -70,6 +109,38 @@ export class KVCache {
     this.keys[layer] = this.write(this.keys[layer] ?? null, k, rows);
     this.values[layer] = this.write(this.values[layer] ?? null, v, rows);
     return [this.keys[layer]!, this.values[layer]!];
+  }
+
+  /** bf16 mode: k and v rounded into rows length.. of the layer's buffers (grown first if needed). */
+  private writeBits(buf: Bf16Kv | null, k: tf.Tensor4D, v: tf.Tensor4D, rows: number): Bf16Kv {
+    const [b, t, h, d] = k.shape;
+    const row = h * d;
+    if (!buf || buf.shape[1] !== rows) {
+      const grown: Bf16Kv = { k: new Uint16Array(b * rows * row), v: new Uint16Array(b * rows * row), shape: [b, rows, h, d] };
+      if (buf) {
+        const old = buf.shape[1];
+        for (let i = 0; i < b; i++) {
+          grown.k.set(buf.k.subarray(i * old * row, (i * old + this.length) * row), i * rows * row);
+          grown.v.set(buf.v.subarray(i * old * row, (i * old + this.length) * row), i * rows * row);
+        }
+      }
+      buf = grown;
+    }
+    for (const [src, dst] of [[k, buf.k], [v, buf.v]] as const) {
+      const x = src.dataSync() as Float32Array;
+      for (let i = 0; i < b; i++) f32ToBf16(x.subarray(i * t * row, (i + 1) * t * row), dst.subarray((i * rows + this.length) * row, (i * rows + this.length + t) * row));
+    }
+    return buf;
+  }
+
+  /**
+   * bf16 mode: attention of q [B, T, H, D] (the tokens just appended to `layer`) over the cached
+   * keys and values, causal at the cache's position.
+   */
+  attend(layer: number, q: tf.Tensor4D, keyMask: tf.Tensor2D | null): tf.Tensor4D {
+    const kv = this.bits[layer];
+    if (this.dtype !== 'bf16' || !kv) throw new InputError('KVCache.attend: only a bf16 cache after append() attends by itself');
+    return attentionBf16Kv(q, kv, this.length, keyMask);
   }
 
   /** Writes x at rows length.. of buf (grown to `rows` rows first if needed). */
@@ -117,6 +188,17 @@ export class KVCache {
 
   /** Copies of one layer's cached [k, v], exactly `length` rows (the caller disposes them); null before the first forward. */
   layer(i: number): [tf.Tensor4D, tf.Tensor4D] | null {
+    const bits = this.bits[i];
+    if (bits) {
+      const [b, rows, h, d] = bits.shape;
+      const row = h * d;
+      const widen = (src: Uint16Array) => {
+        const out = new Float32Array(b * this.length * row);
+        for (let j = 0; j < b; j++) bf16ToF32(src.subarray(j * rows * row, (j * rows + this.length) * row), out.subarray(j * this.length * row, (j + 1) * this.length * row));
+        return tf.tensor4d(out, [b, this.length, h, d]);
+      };
+      return [widen(bits.k), widen(bits.v)];
+    }
     const k = this.keys[i];
     const v = this.values[i];
     if (!k || !v) return null;
@@ -133,7 +215,7 @@ export class KVCache {
   }
 
   /** Restores saved keys/values (copied; the caller still owns the inputs), e.g. from a prompt-cache file. */
-  static fromLayers(layers: readonly [tf.Tensor4D, tf.Tensor4D][], opts: { inPlace?: boolean } = {}): KVCache {
+  static fromLayers(layers: readonly [tf.Tensor4D, tf.Tensor4D][], opts: { inPlace?: boolean; dtype?: KvDtype; capacity?: number } = {}): KVCache {
     const c = new KVCache(layers.length, opts);
     const n = layers[0]?.[0].shape[1] ?? 0;
     layers.forEach(([k, v], i) => {
@@ -176,6 +258,7 @@ export class KVCache {
     for (const t of [...this.keys, ...this.values, this.mask]) t?.dispose();
     this.keys.fill(null);
     this.values.fill(null);
+    this.bits.fill(null);
     this.mask = null;
     this.length = 0;
     this.capacity = 0;

@@ -30,3 +30,5 @@ export { runOnGroup, runVirtualRing, SoloGroup } from './ring/drive.js';
 export { defaultBlockKernel, nativeBlockKernel, tfjsBlockKernel, type BlockKernel, type TokenMeta, type RingDims } from './ring/blockKernels.js';
 export { tagString, sameTag, type RingGroup, type RingTag, type RingArray } from './ring/types.js';
 export { LowpWeight, matMulLowp, lowpNative, type LowpDtype } from './lowp.js';
+export { attentionBf16Kv, type Bf16Kv } from './kvAttention.js';
+export { bf16ToF32, f32ToBf16 } from './bf16.js';

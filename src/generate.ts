@@ -85,7 +85,8 @@ export async function* generateTokens(
   onPromptTop?: (top: [number, number][][]) => void,
 ): AsyncGenerator<GenerateStep, StopReason> {
   const own = !opts.cache;
-  const cache = opts.cache ?? new KVCache(model.config.numLayers);
+  // Room for the whole request up front (a model's kvCapacity, when larger, was planned for).
+  const cache = opts.cache ?? model.newCache(Math.max(model.kvCapacity, prompt.length + (opts.maxTokens ?? 128)));
   try {
     validatePrompt(model, prompt, { cached: cache.length, visionMask: opts.promptVisionMask });
     validateSampling(opts);

@@ -15,7 +15,9 @@ import type { LlamaConfig } from '../models/config.js';
  */
 
 export type WeightDtype = 'f32' | 'bf16' | 'int8';
-export type KvDtype = 'f32' | 'bf16';
+import type { KvDtype } from '../models/kvCache.js';
+
+export type { KvDtype };
 
 export const WEIGHT_DTYPES: readonly WeightDtype[] = ['f32', 'bf16', 'int8'];
 export const KV_DTYPES: readonly KvDtype[] = ['f32', 'bf16'];

@@ -1,7 +1,7 @@
 /**
  * Runs tiny-lwm-text's expected.json prompts through model folders in a plain Node process (tfjs
  * inside jest's VM is ~100x slower) and prints what each model generated, as JSON on stdout.
- * Usage: node dist/__tests__/helpers/goldenWorker.js EXPECTED_JSON MODEL_DIR... (GOLDEN_DTYPE=bf16: linear weights in bf16)
+ * Usage: node dist/__tests__/helpers/goldenWorker.js EXPECTED_JSON MODEL_DIR... (GOLDEN_DTYPE=bf16: linear weights in bf16; GOLDEN_KV_DTYPE=bf16: a bf16 KV cache)
  */
 import * as fs from 'node:fs';
 import { generate, initBackend, loadModel } from '../../src/index.js';
@@ -18,6 +18,7 @@ const cases = (JSON.parse(fs.readFileSync(expectedFile!, 'utf8')) as { cases: Ca
 const out: Record<string, { name: string; tokens: number[]; top: [number, number][][] }[]> = {};
 for (const dir of dirs) {
   const model = loadModel(dir, { dtype: (process.env['GOLDEN_DTYPE'] ?? 'f32') as 'f32' | 'bf16' | 'int8' });
+  model.kvDtype = (process.env['GOLDEN_KV_DTYPE'] ?? 'f32') as 'f32' | 'bf16';
   try {
     out[dir] = [];
     for (const c of cases) {

@@ -4,7 +4,7 @@ import { InputError, LlamaModel, lowerParams, LowpWeight, matMulLowp } from '../
 import { f32ToBf16, bf16ToF32 } from '../../src/checkpoint/dtype.js';
 import { createModel } from '../../src/index.js';
 import { fixture } from '../helpers/paths.js';
-import { expectGoldenCasesAs } from '../helpers/golden.js';
+import { expectGoldenCasesAs, expectGoldenCasesWith } from '../helpers/golden.js';
 import { mulberry32 } from '../../data/batches.js';
 
 function randomMatrix(n: number, k: number, seed: number): Float32Array {
@@ -76,5 +76,9 @@ describe('LowpWeight', () => {
 describe('bf16 model (the fixture stored in bf16, linear weights kept in bf16)', () => {
   it("reproduces expected.json's greedy tokens, top-5 ids and logprobs", () => {
     expectGoldenCasesAs('bf16', fixture('tiny-lwm-text'));
+  });
+
+  it('with a bf16 KV cache too: the same greedy tokens, top-5 logprobs within 5e-2 (keys and values carry 8 mantissa bits)', () => {
+    expectGoldenCasesWith({ dtype: 'bf16', kvDtype: 'bf16', logprobTol: 5e-2 }, fixture('tiny-lwm-text'));
   });
 });

@@ -31,6 +31,7 @@ interface ChatArgs {
   model?: string;
   preset?: string;
   dtype?: string;
+  'kv-dtype'?: string;
   prompt?: string;
   system?: string;
   file?: string;
@@ -69,6 +70,7 @@ export const chatCommand: CommandModule<object, ChatArgs> = {
       .option('model', { alias: 'm', type: 'string', describe: 'Model folder (default: newest ./lwm-out checkpoint, else the random tiny preset)' })
       .option('preset', { type: 'string', describe: 'Random-weight model of a preset' })
       .option('dtype', { type: 'string', default: 'auto', choices: ['auto', 'f32', 'bf16', 'int8'], describe: 'Linear weights in float32, bf16 or int8 (auto: f32 unless that takes over half the memory)' })
+      .option('kv-dtype', { type: 'string', default: 'f32', choices: ['f32', 'bf16'], describe: 'KV cache in float32 or bf16 (half the memory per token of context)' })
       .option('prompt', { alias: 'p', type: 'string', describe: 'Ask one question, print the answer and exit' })
       .option('system', { type: 'string', describe: 'System text (default LWM\'s "You are a helpful assistant.")' })
       .option('file', { alias: 'f', type: 'string', describe: 'A text document placed before the first question' })
@@ -132,7 +134,9 @@ async function runChat(args: ChatArgs): Promise<void> {
   }
   if (a.sp > 1 && launched.size !== a.sp) throw new ConfigError(`--sp ${a.sp} but the launcher started ${launched.size} ranks; make them equal`);
   await initBackend();
-  const choice = chooseModel('chat', { model: a.model, preset: a.preset, dtype: a.dtype, ropeTheta: a['rope-theta'], context });
+  const choice = chooseModel('chat', { model: a.model, preset: a.preset, dtype: a.dtype, kvDtype: a['kv-dtype'], ropeTheta: a['rope-theta'], context });
+  // The conversation's cache is allocated once for the context the memory plan accepted.
+  choice.model.kvCapacity = choice.model.config.maxSeqLen;
   const vqgan = chooseVqgan(a.vqgan, choice.dir);
   const sampling: Sampling = a.fps !== undefined ? { fps: a.fps } : { maxFrames: a['max-frames'] ?? 8 };
   const media = vqgan ? new MediaEncoder({ vqgan, cacheDir: a['codes-cache'], sampling }) : undefined;

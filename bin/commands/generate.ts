@@ -15,7 +15,7 @@ import {
 import { generateVisionFile, randomTinyVqgan, resolveVqganDir, checkVisionOutput, type VisionSampling } from '../../src/vision/index.js';
 import { handle, note } from '../output.js';
 import { checkMemory } from './plan.js';
-import { loadFolder, randomModel } from '../modelChoice.js';
+import { kvDtype, loadFolder, randomModel } from '../modelChoice.js';
 
 interface VisionArgs {
   image?: string;
@@ -52,6 +52,7 @@ interface GenerateArgs extends VisionArgs {
   model?: string;
   preset?: string;
   dtype?: string;
+  'kv-dtype'?: string;
   prompt?: string;
   'prompt-tokens'?: string;
   'max-tokens': number;
@@ -79,6 +80,7 @@ export const generateCommand: CommandModule<object, GenerateArgs> = {
       .option('model', { alias: 'm', type: 'string', describe: 'Model folder (config.json + *.safetensors)' })
       .option('preset', { type: 'string', describe: "Random-weight model of a preset (default when no --model: 'tiny', with --image/--video 'tiny-vision')" })
       .option('dtype', { type: 'string', default: 'auto', choices: ['auto', 'f32', 'bf16', 'int8'], describe: 'Linear weights in float32, bf16 or int8 (auto: f32 unless that takes over half the memory)' })
+      .option('kv-dtype', { type: 'string', default: 'f32', choices: ['f32', 'bf16'], describe: 'KV cache in float32 or bf16 (half the memory per token of context)' })
       .option('prompt', { alias: 'p', type: 'string', describe: 'Prompt text' })
       .option('prompt-tokens', { type: 'string', describe: 'Prompt as comma-separated token ids (no BOS added)' })
       .option('max-tokens', { alias: 'n', type: 'number', default: 64, describe: 'New tokens at most' })
@@ -220,6 +222,12 @@ function requireVision(c: Readonly<LlamaConfig>, what: string): void {
 
 /** --model, else random weights of --preset, else of `fallback` (saying so with `fallbackNote`). */
 function openModel(args: GenerateArgs, fallback: string, fallbackNote: string, check?: (config: Readonly<LlamaConfig>, preset: string) => void): LlamaModel {
+  const model = openModelWeights(args, fallback, fallbackNote, check);
+  model.kvDtype = kvDtype(args['kv-dtype']);
+  return model;
+}
+
+function openModelWeights(args: GenerateArgs, fallback: string, fallbackNote: string, check?: (config: Readonly<LlamaConfig>, preset: string) => void): LlamaModel {
   const theta = args['rope-theta'];
   const overrides = theta !== undefined ? { ropeTheta: theta } : {};
   if (args.model) return loadFolder('generate', args.model, overrides, args.dtype);

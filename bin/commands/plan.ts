@@ -56,7 +56,7 @@ export const planCommand: CommandModule<object, PlanArgs> = {
       .option('preset', { type: 'string', describe: "A preset's architecture (7b, 100m, tiny, LWM-Text-Chat-1M, ...)" })
       .option('context', { type: 'number', describe: "Tokens of context to plan for [default: the model's context]" })
       .option('dtype', { type: 'string', default: 'f32' as WeightDtype, describe: 'Linear-layer weights: f32, bf16 (half) or int8 (a quarter); embeddings and norms stay f32' })
-      .option('kv-dtype', { type: 'string', default: 'f32' as KvDtype, describe: 'KV cache element type: f32 or bf16 (planning only for now: the cache is f32 today)' })
+      .option('kv-dtype', { type: 'string', default: 'f32' as KvDtype, describe: 'KV cache element type: f32 or bf16 (half the memory per token)' })
       .option('sp', { type: 'number', default: 1, describe: 'Prefill over N processes on this machine (lwm chat --sp N)' })
       .option('memory', { type: 'number', describe: `Memory to fit in, GiB [default: this machine's RAM less a reserve; chat/generate/serve read $${MEMORY_ENV}]` })
       .option('prefill-chunk', { type: 'number', default: DEFAULT_PREFILL_CHUNK, describe: 'Prompt tokens per forward pass' })

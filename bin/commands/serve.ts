@@ -9,6 +9,7 @@ interface ServeArgs {
   model?: string;
   preset?: string;
   dtype?: string;
+  'kv-dtype'?: string;
   host: string;
   port: number;
   'api-key'?: string;
@@ -33,6 +34,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('model', { alias: 'm', type: 'string', describe: 'Model folder (default: newest ./lwm-out checkpoint, else the random tiny preset)' })
       .option('preset', { type: 'string', describe: 'Random-weight model of a preset' })
       .option('dtype', { type: 'string', default: 'auto', choices: ['auto', 'f32', 'bf16', 'int8'], describe: 'Linear weights in float32, bf16 or int8 (auto: f32 unless that takes over half the memory)' })
+      .option('kv-dtype', { type: 'string', default: 'f32', choices: ['f32', 'bf16'], describe: 'KV cache in float32 or bf16 (half the memory per token of context)' })
       .option('host', { type: 'string', default: '127.0.0.1', describe: 'Address to bind (0.0.0.0 exposes the server to the network)' })
       .option('port', { type: 'number', default: 8080, describe: 'Port (0 picks a free one; the startup line says which)' })
       .option('api-key', { type: 'string', describe: 'Require "Authorization: Bearer KEY" (default $LWM_API_KEY; /health stays open)' })
@@ -78,7 +80,7 @@ async function runServe(a: ServeArgs): Promise<void> {
   if (apiKey === '') throw new InputError('--api-key is empty; give a key or leave the flag out');
   await initBackend();
   const context = await checkMemory('serve', { model: a.model, preset: a.preset, flags: a, caches: a.parallel + (a['kv-slots'] ?? a.parallel), capHint: 'fewer --parallel or --kv-slots leave room for more' });
-  const choice = chooseModel('serve', { model: a.model, preset: a.preset, dtype: a.dtype, context });
+  const choice = chooseModel('serve', { model: a.model, preset: a.preset, dtype: a.dtype, kvDtype: a['kv-dtype'], context });
   try {
     const vqgan = chooseVqgan(a.vqgan, choice.dir);
     if (choice.model.isVision && !vqgan) note('lwm serve: no VQGAN (pass --vqgan DIR): requests with images or videos will be refused');

@@ -105,7 +105,7 @@ export function loadPromptCache(file: string, model: LlamaModel): PromptCacheCon
     throw e;
   }
   try {
-    return { tokens, visionMask, cache: KVCache.fromLayers(layers) };
+    return { tokens, visionMask, cache: KVCache.fromLayers(layers, { dtype: model.kvDtype, capacity: model.kvCapacity }) };
   } finally {
     for (const [k, v] of layers) tf.dispose([k, v]);
   }

@@ -63,7 +63,7 @@ export async function ringPrefill(model: LlamaModel, group: ProcessGroup, tokens
   if (group.rank !== 0) return null;
   const layers = full.map(([k, v]) => [tf.tensor4d(k!, [1, n, c.numKvHeads, c.headDim]), tf.tensor4d(v!, [1, n, c.numKvHeads, c.headDim])] as [tf.Tensor4D, tf.Tensor4D]);
   try {
-    return KVCache.fromLayers(layers);
+    return KVCache.fromLayers(layers, { dtype: model.kvDtype, capacity: model.kvCapacity });
   } finally {
     for (const l of layers) tf.dispose(l);
   }

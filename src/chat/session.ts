@@ -66,7 +66,7 @@ export class ChatSession {
     readonly tokenizer: Tokenizer,
     readonly opts: ChatSessionOptions = {},
   ) {
-    this.cache = new KVCache(model.config.numLayers);
+    this.cache = model.newCache();
   }
 
   /** Tokens of the conversation so far (copies), including any not yet run through the model. */
@@ -208,7 +208,7 @@ export class ChatSession {
   reset(): void {
     this.adopted = null;
     this.cache.dispose();
-    this.cache = new KVCache(this.model.config.numLayers);
+    this.cache = this.model.newCache();
     this.history = { tokens: [], visionMask: [] };
     this.turns = 0;
   }

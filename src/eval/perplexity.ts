@@ -62,7 +62,7 @@ export async function tokenLogProbs(model: LlamaModel, tokens: readonly number[]
   const chunk = opts.chunk ?? 512;
   if (!Number.isInteger(chunk) || chunk < 1) throw new ConfigError(`chunk must be a positive integer, got ${chunk}`);
   const out = new Float32Array(Math.max(0, tokens.length - 1));
-  const cache = new KVCache(model.config.numLayers);
+  const cache = model.newCache();
   try {
     for (let s = 0; s + 1 < tokens.length; s += chunk) {
       if (opts.signal?.aborted) throw new InputError('perplexity: aborted');

@@ -21,6 +21,8 @@ export class KvPool {
   constructor(
     readonly numLayers: number,
     readonly slots: number,
+    /** Makes an empty cache (the model's KV dtype and preallocation); default an f32 KVCache. */
+    private readonly make?: () => KVCache,
   ) {}
 
   /** A cache holding the longest reusable start of `prompt` (at least its last token still to run). */
@@ -31,7 +33,7 @@ export class KvPool {
       const n = Math.min(commonPrefix(e.tokens, prompt), prompt.tokens.length - 1);
       if (n > bestLen) [best, bestLen] = [e, n];
     }
-    if (!best) return { cache: new KVCache(this.numLayers), reused: 0 };
+    if (!best) return { cache: this.make ? this.make() : new KVCache(this.numLayers), reused: 0 };
     this.entries = this.entries.filter((e) => e !== best);
     best.cache.truncate(bestLen);
     return { cache: best.cache, reused: bestLen };

@@ -112,7 +112,7 @@ export function createServer(model: LlamaModel, tokenizer: Tokenizer, opts: Serv
     mediaRoot: root,
     media,
     queue,
-    kvPool: new KvPool(model.config.numLayers, opts.kvSlots ?? opts.parallel ?? 1),
+    kvPool: new KvPool(model.config.numLayers, opts.kvSlots ?? opts.parallel ?? 1, () => model.newCache()),
     shutdown: SHUTDOWN,
   };
   const created = Math.floor(Date.now() / 1000);

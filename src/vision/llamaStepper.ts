@@ -39,7 +39,7 @@ export class LlamaVisionStepper implements VisionStepper {
 
   async prefill(b: PromptBatch): Promise<Float32Array> {
     this.dispose();
-    this.cache = new KVCache(this.model.config.numLayers);
+    this.cache = this.model.newCache();
     const cache = this.cache;
     const shape: [number, number] = [b.rows, b.length];
     const out = tf.tidy(() =>

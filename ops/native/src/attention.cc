@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <sys/mman.h>
@@ -221,10 +222,28 @@ struct Carve {
   }
 };
 
+// A KV cache may hold bf16 (the top half of a float32): the forward widens keys and values as it
+// packs them, so the cache is read once at 2 bytes per element and never copied whole.
+inline void widen(const float* src, int n, float* dst) { std::memcpy(dst, src, n * sizeof(float)); }
+inline void widen(const uint16_t* src, int n, float* dst) {
+  for (int i = 0; i < n; i++) {
+    const uint32_t u = static_cast<uint32_t>(src[i]) << 16;
+    std::memcpy(dst + i, &u, sizeof u);
+  }
+}
+inline float widen1(float x) { return x; }
+inline float widen1(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
 // rows [n][d] with row stride `stride` -> dst [n][dp], zero-padded columns.
-void pack_rows(const float* src, int64_t stride, int n, int d, int dp, float* dst) {
+template <typename T>
+void pack_rows(const T* src, int64_t stride, int n, int d, int dp, float* dst) {
   for (int j = 0; j < n; j++) {
-    std::memcpy(dst + static_cast<size_t>(j) * dp, src + j * stride, d * sizeof(float));
+    widen(src + j * stride, d, dst + static_cast<size_t>(j) * dp);
     std::fill(dst + static_cast<size_t>(j) * dp + d, dst + static_cast<size_t>(j + 1) * dp, 0.f);
   }
 }
@@ -242,12 +261,13 @@ void pack_panels(const float* src, int64_t stride, int n, int d, int dp, int pan
 // rows [n][d] -> column slices of width W (the last one narrower): slice x0 is [n_total][w] at
 // dst + x0 * n_total, these rows at row0. Each slice streams contiguously through the products;
 // plain rows 512 B apart would pile onto a few L1 sets.
-void pack_slices(const float* src, int64_t stride, int n, int d, int dp, int W, float* dst, int n_total, int row0) {
+template <typename T>
+void pack_slices(const T* src, int64_t stride, int n, int d, int dp, int W, float* dst, int n_total, int row0) {
   for (int j = 0; j < n; j++) {
     for (int x0 = 0; x0 < dp; x0 += W) {
       const int w = std::min(W, dp - x0), valid = std::max(0, std::min(w, d - x0));
       float* out = dst + static_cast<size_t>(x0) * n_total + static_cast<size_t>(row0 + j) * w;
-      std::memcpy(out, src + j * stride + x0, valid * sizeof(float));
+      widen(src + j * stride + x0, valid, out);
       std::fill(out + valid, out + w, 0.f);
     }
   }
@@ -425,7 +445,8 @@ struct Plan {
   size_t qo_block() const { return 2 * size_t(M) * Dp; }
 
   // Key block idx = (b * Hkv + kh) * nkb + kb: K rows, then V column slices.
-  void pack_kv_block(const float* k, const float* v, int64_t idx, float* blk) const {
+  template <typename T>
+  void pack_kv_block(const T* k, const T* v, int64_t idx, float* blk) const {
     const int64_t sl = idx / nkb, kb = idx % nkb, b = sl / sh.kv_heads, kh = sl % sh.kv_heads;
     const int nk = static_cast<int>(std::min<int64_t>(Bk, sh.kv_len - kb * Bk));
     const int64_t src = ((b * sh.kv_len + kb * Bk) * sh.kv_heads + kh) * D, stride = sh.kv_heads * D;
@@ -490,8 +511,9 @@ void finish_rows(const Plan& P, int64_t b, int64_t kh, int64_t q0, int nq, const
 // kv: all key blocks packed (Plan::pack_kv_block), or null to pack each block here when this
 // item is its only user (one query block with more rows than forward_decode takes, e.g. a short
 // prompt), which saves a pass over the cache.
-void forward_item(const Plan& P, int64_t b, int64_t kh, int64_t qb, float* ws, const float* q, const float* k,
-                  const float* v, const float* kv, float* o, float* lse, bool accumulate) {
+template <typename T>
+void forward_item(const Plan& P, int64_t b, int64_t kh, int64_t qb, float* ws, const float* q, const T* k,
+                  const T* v, const float* kv, float* o, float* lse, bool accumulate) {
   const AttentionShape& sh = P.sh;
   const Kernels& K = *P.kn;
   const int64_t H = sh.heads, Tq = sh.q_len, Tk = sh.kv_len, q0 = qb * P.Bq;
@@ -535,7 +557,9 @@ void forward_item(const Plan& P, int64_t b, int64_t kh, int64_t qb, float* ws, c
 // into fixed-size runs (work for every thread even at batch 1), whose partial softmax states merge
 // by log-sum-exp. The runs do not depend on the thread count, and the merge goes in run order, so
 // neither do the results (how heads are grouped into items changes nothing: heads are independent).
-void forward_decode(const Plan& P, const float* q, const float* k, const float* v, float* o, float* lse, bool accumulate) {
+template <typename T>
+void forward_decode(const Plan& P, const float* q, const T* k, const T* v, float* o, float* lse, bool accumulate) {
+  constexpr bool bf16 = !std::is_same<T, float>::value;
   const AttentionShape& sh = P.sh;
   const Kernels& K = *P.kn;
   const int64_t B = sh.batch, Hkv = sh.kv_heads, H = sh.heads, Tq = sh.q_len, Tk = sh.kv_len;
@@ -583,8 +607,11 @@ void forward_decode(const Plan& P, const float* q, const float* k, const float* 
     // (a few MiB in all) only pay for the prefetch instructions. With it, a step's V and the next
     // step's K are fetched during the step, which must fit in L2 beside what is being read.
     const int span = heads * D * 4;
-    const bool prefetch = D == Dp && span < 8192 && kv_bytes > (size_t(8) << 20);
-    const int step = prefetch ? std::max(1, std::min(Bk, 65536 / span)) : Bk;
+    const bool prefetch = !bf16 && D == Dp && span < 8192 && kv_bytes > (size_t(8) << 20);
+    // bf16 keys and values are widened a step at a time into a buffer that stays in L1/L2.
+    const int step = prefetch ? std::max(1, std::min(Bk, 65536 / span)) : bf16 ? std::max(1, std::min(Bk, 32768 / span)) : Bk;
+    thread_local std::vector<float> wide;
+    if (bf16) wide.resize(2 * size_t(step) * heads * Dp);
     float* part[9];
     P.decode_scratch(g_scratch[tid].p, part);
     float *Qr = part[0], *O = part[1], *S = part[2], *bias = part[3], *mx = part[4], *sm = part[5], *alpha = part[6],
@@ -616,9 +643,26 @@ void forward_decode(const Plan& P, const float* q, const float* k, const float* 
         }
         if (nk == 0) continue;
       }
-      const float* kr = k + ((b * Tk + k0) * Hkv + h0) * D;
-      const float* vr = v + ((b * Tk + k0) * Hkv + h0) * D;
-      int64_t ld = Hkv * D;
+      const T* kt = k + ((b * Tk + k0) * Hkv + h0) * D;
+      const T* vt = v + ((b * Tk + k0) * Hkv + h0) * D;
+      const int64_t ldt = Hkv * D;
+      if (bf16) {
+        // Rows of `heads` heads widened to [n][heads][Dp] (zero-padded head dims), a step at a time.
+        float *Kw = wide.data(), *Vw = Kw + size_t(step) * heads * Dp;
+        for (int j0 = 0; j0 < nk; j0 += step) {
+          const int n = std::min(step, nk - j0);
+          for (int j = 0; j < n; j++) {
+            pack_rows(kt + (j0 + j) * ldt, D, heads, D, Dp, Kw + size_t(j) * heads * Dp);
+            pack_rows(vt + (j0 + j) * ldt, D, heads, D, Dp, Vw + size_t(j) * heads * Dp);
+          }
+          K.decode_step({Kw, Vw, int64_t(heads) * Dp, Dp, heads, n, Qr, M, Dp, S, lds, ncols,
+                         cls == kPartial ? bias + size_t(j0) * lds : nullptr, P.c, mx, sm, alpha, O, false, nullptr, 0});
+        }
+        continue;
+      }
+      const float* kr = reinterpret_cast<const float*>(kt);
+      const float* vr = reinterpret_cast<const float*>(vt);
+      int64_t ld = ldt;
       const bool packed = D != Dp;
       if (packed) {  // in place, the last row's padded vector could run past the buffer
         pack_rows(kr, ld, nk, D, Dp, Kp);
@@ -752,10 +796,9 @@ struct Backward {
 
 bool empty(const AttentionShape& s) { return s.batch <= 0 || s.q_len <= 0 || s.heads <= 0 || s.head_dim <= 0; }
 
-}  // namespace
-
-void attention_forward(const AttentionShape& shape, const AttentionMask& mask, float scale, const float* q,
-                       const float* k, const float* v, float* o, float* lse, bool accumulate) {
+template <typename T>
+void forward_any(const AttentionShape& shape, const AttentionMask& mask, float scale, const float* q, const T* k,
+                 const T* v, float* o, float* lse, bool accumulate) {
   if (empty(shape)) return;
   std::lock_guard<std::mutex> lock(g_mutex);
   const Plan P(shape, mask, scale);
@@ -781,6 +824,18 @@ void attention_forward(const AttentionShape& shape, const AttentionMask& mask, f
     forward_item(P, sl / shape.kv_heads, sl % shape.kv_heads, qb, g_scratch[tid].p, q, k, v, kv, o, lse, accumulate);
   });
   g_pack.trim();
+}
+
+}  // namespace
+
+void attention_forward(const AttentionShape& shape, const AttentionMask& mask, float scale, const float* q,
+                       const float* k, const float* v, float* o, float* lse, bool accumulate) {
+  forward_any(shape, mask, scale, q, k, v, o, lse, accumulate);
+}
+
+void attention_forward_bf16kv(const AttentionShape& shape, const AttentionMask& mask, float scale, const float* q,
+                              const uint16_t* k, const uint16_t* v, float* o, float* lse, bool accumulate) {
+  forward_any(shape, mask, scale, q, k, v, o, lse, accumulate);
 }
 
 void attention_backward(const AttentionShape& shape, const AttentionMask& mask, float scale, const float* q,

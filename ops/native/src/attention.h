@@ -32,6 +32,12 @@ struct AttentionMask {
 void attention_forward(const AttentionShape& shape, const AttentionMask& mask, float scale, const float* q,
                        const float* k, const float* v, float* o, float* lse, bool accumulate);
 
+// The same with keys and values stored as bf16 (the top 16 bits of float32), e.g. a bf16 KV
+// cache: widened to float32 as they are read (results match attention_forward on the widened
+// arrays to float rounding: the decode path takes keys in smaller steps).
+void attention_forward_bf16kv(const AttentionShape& shape, const AttentionMask& mask, float scale, const float* q,
+                              const uint16_t* k, const uint16_t* v, float* o, float* lse, bool accumulate);
+
 // Gradients of (o, lse) given the final o and lse (over all keys, for a ring: the global ones),
 // d_o [B, Tq, H, D] and d_lse [B, H, Tq] (may be null). dq: [B, Tq, H, D]; dk, dv: [B, Tk, Hkv, D]
 // (summed over the query heads of a group). accumulate_dq / accumulate_dkv add to the arrays'

@@ -1,5 +1,5 @@
 // N-API bindings of the fused attention:
-//   attentionForward(q, k, v, o|null, lse|null, shape, opts) -> [o, lse]
+//   attentionForward(q, k, v, o|null, lse|null, shape, opts) -> [o, lse]   (k, v: Float32Array, or Uint16Array bf16)
 //   attentionBackward(q, k, v, o, dO, lse, dLse|null, dq|null, dk|null, dv|null, shape, opts) -> [dq, dk, dv]
 // shape = [B, Tq, Tk, H, Hkv, D]; opts = {causal, scale, queryOffset, qPos, kPos, keyMask, qSeg, kSeg,
 // accumulate (forward), accumulateDq, accumulateDkv (backward)}. Null outputs are allocated
@@ -127,14 +127,27 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
   const AttentionShape& s = a.shape;
   const size_t nq = s.batch * s.q_len * s.heads * s.head_dim, nkv = s.batch * s.kv_len * s.kv_heads * s.head_dim;
   const float* q = input(env, info[0], nq, "q");
-  const float* k = input(env, info[1], nkv, "k");
-  const float* v = input(env, info[2], nkv, "v");
+  // k and v: Float32Arrays, or Uint16Arrays of bf16 bits (a bf16 KV cache).
+  const bool bf16 = info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
+  const uint16_t *kh = nullptr, *vh = nullptr;
+  const float *k = nullptr, *v = nullptr;
+  if (bf16) {
+    if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array) fail(env, "v must be a Uint16Array (bf16) like k");
+    check_len(env, info[1], nkv, "k");
+    check_len(env, info[2], nkv, "v");
+    kh = info[1].As<Napi::Uint16Array>().Data();
+    vh = info[2].As<Napi::Uint16Array>().Data();
+  } else {
+    k = input(env, info[1], nkv, "k");
+    v = input(env, info[2], nkv, "v");
+  }
   const bool accumulate = flag(info, 6, "accumulate");
   if (accumulate && (absent(info[3]) || absent(info[4]))) fail(env, "accumulate needs the existing o and lse");
   Napi::Float32Array o = output(env, info[3], nq, "o");
   Napi::Float32Array lse = output(env, info[4], s.batch * s.heads * s.q_len, "lse");
   try {
-    attention_forward(s, a.mask, a.scale, q, k, v, o.Data(), lse.Data(), accumulate);
+    if (bf16) attention_forward_bf16kv(s, a.mask, a.scale, q, kh, vh, o.Data(), lse.Data(), accumulate);
+    else attention_forward(s, a.mask, a.scale, q, k, v, o.Data(), lse.Data(), accumulate);
   } catch (const std::exception& e) {  // out of memory for scratch: a JS error, not an abort
     throw Napi::Error::New(env, std::string("attentionForward: ") + e.what());
   }
