@@ -3,7 +3,8 @@
  * disk once, then loaded with linear weights kept in bf16 (and int8), measuring load time, peak
  * RSS, prefill tokens/s and decode tokens/s; then llama.cpp on the same weights (GGUF bf16 written
  * by `lwm convert --to gguf`) with the same threads. Standalone:
- *   node dist/bench/model7b.js [--preset 7b] [--dir D] [--keep] [--prompt 512] [--decode 8] [--dtypes bf16,int8] [--no-llama]
+ *   node dist/bench/model7b.js [--preset 7b] [--dir D] [--keep] [--prompt 512] [--decode 8] [--dtypes bf16,int8] [--kv-dtype f32|bf16] [--no-llama]
+ * A dtype may carry its KV cache type, e.g. bf16/bf16 (weights/cache).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -61,9 +62,10 @@ function measured(cmd: string[]): Record<string, unknown> {
 const result: Record<string, unknown> = { date: new Date().toISOString(), preset, machine: { cpus: os.cpus().length, memGB: os.totalmem() / 2 ** 30 } };
 try {
   if (!fs.existsSync(path.join(modelDir, 'config.json'))) result['writeSeconds'] = writeModel();
-  for (const dtype of dtypes) {
-    process.stderr.write(`model7b: ${preset} ${dtype}: load, prefill ${promptTokens}, decode ${decodeTokens}\n`);
-    result[`lwm_${dtype}`] = measured([process.execPath, path.join(here, 'model7bWorker.js'), modelDir, dtype, String(promptTokens), String(decodeTokens)]);
+  for (const spec of dtypes) {
+    const [dtype, kv = arg('--kv-dtype', 'f32')!] = spec.split('/');
+    process.stderr.write(`model7b: ${preset} weights ${dtype}, KV cache ${kv}: load, prefill ${promptTokens}, decode ${decodeTokens}\n`);
+    result[`lwm_${dtype}${kv === 'f32' ? '' : `_kv_${kv}`}`] = measured([process.execPath, path.join(here, 'model7bWorker.js'), modelDir, dtype!, String(promptTokens), String(decodeTokens), kv]);
   }
   if (!process.argv.includes('--no-llama')) {
     const gguf = path.join(dir, 'model.gguf');

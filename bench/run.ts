@@ -173,6 +173,32 @@ async function main(): Promise<void> {
     else rows.push([`train ${r.preset} seq ${r.seq}, ${r.ranks} process${r.ranks > 1 ? 'es' : ''}${r.remat ? ', remat' : ''}`, `${r.tokensPerSecond.toFixed(0)} tok/s, MFU ${(100 * r.mfu).toFixed(1)}%, ${(r.stepMs / 1000).toFixed(1)} s/update, ${r.rssMiB.toFixed(0)} MiB/rank`]);
   }
 
+  // The 7B model (full run): random bf16 weights written once to bench/.cache/model7b (13.5 GB,
+  // plus its 13.5 GB GGUF for llama.cpp), then loaded in bf16 and int8.
+  if (!quick && process.env['LWM_BENCH_7B'] !== '0') {
+    const cache = path.join(root, 'bench', '.cache', 'model7b');
+    fs.mkdirSync(cache, { recursive: true });
+    const have = fs.existsSync(path.join(cache, 'model', 'config.json')) && fs.existsSync(path.join(cache, 'model.gguf'));
+    const free = fs.statfsSync(cache).bavail * fs.statfsSync(cache).bsize;
+    if (!have && free < 32e9) {
+      out['model7b'] = `skipped: ${(free / 1e9).toFixed(0)} GB free disk, the 7B weights and their GGUF need 28 GB (LWM_BENCH_7B=0 skips this silently)`;
+      rows.push(['7B', out['model7b'] as string]);
+    } else {
+      const r = spawnSync(process.execPath, [path.join(root, 'dist', 'bench', 'model7b.js'), '--dir', cache, '--keep', '--prompt', '512', '--decode', '16', '--dtypes', 'bf16,int8,bf16/bf16'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20 });
+      const m7 = r.status === 0 ? (JSON.parse(r.stdout) as Record<string, Record<string, number> | string>) : null;
+      out['model7b'] = m7 ?? `failed (exit ${r.status})`;
+      if (m7) {
+        for (const [k, v] of Object.entries(m7)) {
+          if (typeof v !== 'object' || v === null || !('decodeTokensPerS' in v || 'decode_tokens_per_s' in v)) continue;
+          const dec = (v['decodeTokensPerS'] ?? v['decode_tokens_per_s'])!;
+          const pre = (v['prefillTokensPerS'] ?? v['prefill_tokens_per_s'])!;
+          const load = v['loadSeconds'] !== undefined ? `load ${v['loadSeconds'].toFixed(0)} s, ` : '';
+          rows.push([`7B ${k.replace(/_/g, ' ')}`, `${load}prefill ${pre.toFixed(2)} tok/s, decode ${dec.toFixed(2)} tok/s, peak RSS ${v['peakRssGB']!.toFixed(1)} GiB`]);
+        }
+      } else rows.push(['7B', out['model7b'] as string]);
+    }
+  }
+
   const dir = path.join(root, 'bench', 'results');
   fs.mkdirSync(dir, { recursive: true });
   const text = JSON.stringify(out, null, 2) + '\n';

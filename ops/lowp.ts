@@ -29,6 +29,13 @@ export class LowpWeight {
     return new LowpWeight('bf16', shape, bits, null, null);
   }
 
+  /** int8 with a per-row absmax scale straight from bf16 bits (no float32 copy of the matrix). */
+  static int8FromBf16(bits: Uint16Array, shape: readonly [number, number]): LowpWeight {
+    if (bits.length !== shape[0] * shape[1]) throw new InputError(`int8 weight: ${bits.length} values for shape [${shape.join(', ')}]`);
+    const { q, scales } = quantizeInt8(bits, shape[0], shape[1]);
+    return new LowpWeight('int8', shape, null, q, scales);
+  }
+
   /** Rounds to bf16 (nearest even) or to int8 with a per-row absmax scale. */
   static fromFloat32(w: Float32Array, shape: readonly [number, number], dtype: LowpDtype): LowpWeight {
     const [n, k] = shape;

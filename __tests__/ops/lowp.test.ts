@@ -6,6 +6,7 @@ import { createModel } from '../../src/index.js';
 import { fixture } from '../helpers/paths.js';
 import { expectGoldenCasesAs, expectGoldenCasesWith } from '../helpers/golden.js';
 import { mulberry32 } from '../../data/batches.js';
+import { quantizeInt8, quantizeInt8Js } from '../../ops/native/lowp.js';
 
 function randomMatrix(n: number, k: number, seed: number): Float32Array {
   const r = mulberry32(seed);
@@ -39,6 +40,24 @@ describe('LowpWeight', () => {
     }
     expect(lw.scales![1]).toBe(0);
     expect(lw.bytes).toBe(5 * 33 + 4 * 5);
+  });
+
+  it('int8 from the addon (float32 or bf16 input) gives the same bytes as the plain-JS quantizer', () => {
+    const w = randomMatrix(33, 70, 9);
+    w.fill(0, 70, 140);
+    w[5] = 0.5 * (w[6]! + w[7]!);
+    const js = quantizeInt8Js(w, 33, 70);
+    const nat = quantizeInt8(w, 33, 70);
+    expect(Array.from(nat.q)).toEqual(Array.from(js.q));
+    expect(Array.from(nat.scales)).toEqual(Array.from(js.scales));
+    const bits = new Uint16Array(w.length);
+    f32ToBf16(w, bits);
+    const wide = new Float32Array(w.length);
+    bf16ToF32(bits, wide);
+    const fromBits = LowpWeight.int8FromBf16(bits, [33, 70]);
+    const ref = quantizeInt8Js(wide, 33, 70);
+    expect(Array.from(fromBits.q!)).toEqual(Array.from(ref.q));
+    expect(Array.from(fromBits.scales!)).toEqual(Array.from(ref.scales));
   });
 
   it('matMulLowp equals x @ dequantized(w)^T for m = 1 and m > 1, and checks shapes', () => {

@@ -1,7 +1,7 @@
 // Linear layers whose weights stay bf16 (or int8 with one scale per output row) in memory: the
 // native products of src/gemm_lowp*.cc, plus the plain-JS conversions that make such weights.
 // A 7B model's linear weights take 13.5 GB as bf16 and 6.7 GB as int8 against 27 GB as fp32.
-import type { NativeAddon } from './addon.js';
+import { loadAddon, type NativeAddon } from './addon.js';
 import { bf16ToF32, f32ToBf16 } from '../bf16.js';
 
 /** The low-precision-weight products of the addon (src/gemm_lowp_napi.cc). */
@@ -48,12 +48,34 @@ export function fromBf16(b: Uint16Array): Float32Array {
   return out;
 }
 
+type Quantize = (w: Float32Array | Uint16Array, n: number, k: number) => [Int8Array, Float32Array];
+let quantizer: Quantize | null | undefined;
+
+/** The addon's quantizer (the same bytes as the loop below, on every core), or null. */
+function nativeQuantize(): Quantize | null {
+  if (quantizer === undefined) {
+    const f = loadAddon()?.['quantizeInt8'];
+    quantizer = typeof f === 'function' ? (f as Quantize) : null;
+  }
+  return quantizer;
+}
+
 /**
- * Symmetric int8 quantization of w [n, k] with one scale per row: scales[j] = max|w[j, :]| / 127,
+ * Symmetric int8 quantization of w [n, k] (float32, or bf16 bits) with one scale per row: scales[j] = max|w[j, :]| / 127,
  * q = round(w / scale) clamped to [-127, 127] (all-zero rows get scale 0 and q 0).
  */
-export function quantizeInt8(w: Float32Array, n: number, k: number): { q: Int8Array; scales: Float32Array } {
+export function quantizeInt8(w: Float32Array | Uint16Array, n: number, k: number): { q: Int8Array; scales: Float32Array } {
   if (w.length !== n * k) throw new Error(`quantizeInt8: w has ${w.length} elements, expected n * k = ${n * k}`);
+  const nat = nativeQuantize();
+  if (nat) {
+    const [q, scales] = nat(w, n, k);
+    return { q, scales };
+  }
+  return quantizeInt8Js(w instanceof Uint16Array ? fromBf16(w) : w, n, k);
+}
+
+/** The plain-JS quantizer (no addon; tests compare the two). */
+export function quantizeInt8Js(w: Float32Array, n: number, k: number): { q: Int8Array; scales: Float32Array } {
   const q = new Int8Array(n * k);
   const scales = new Float32Array(n);
   for (let j = 0; j < n; j++) {

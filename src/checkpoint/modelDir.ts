@@ -74,6 +74,7 @@ export function loadModel(dir: string, opts: LoadOptions = {}): LlamaModel {
     for (const t of src.tensors) {
       if (dtype === 'f32' || !isLinearWeight(t.name, t.shape)) map.set(t.name, tf.tensor(t.data(), t.shape, 'float32'));
       else if (dtype === 'bf16' && t.bf16) map.set(t.name, LowpWeight.fromBf16(t.bf16(), [t.shape[0]!, t.shape[1]!]));
+      else if (dtype === 'int8' && t.bf16) map.set(t.name, LowpWeight.int8FromBf16(t.bf16(), [t.shape[0]!, t.shape[1]!]));
       else map.set(t.name, LowpWeight.fromFloat32(t.data(), [t.shape[0]!, t.shape[1]!], dtype));
     }
   } catch (err) {

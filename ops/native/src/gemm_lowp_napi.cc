@@ -2,6 +2,9 @@
 // place (the weights are never copied or widened), extents checked, the output a new Float32Array.
 #include <napi.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <string>
 
 #include "gemm_lowp.h"
@@ -80,6 +83,64 @@ Napi::Value MatmulInt8(const Napi::CallbackInfo& info) {
   return out;
 }
 
+inline float bits_to_f32(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// Rows [n][k] of w (float32, or bf16 bits) -> int8 q and one scale per row: scale = fround(amax
+// / 127), q = clamp(floor(w / scale + 0.5), -127, 127) in double, as quantizeInt8 in JS computes
+// it, so both give the same bytes. Rows in parallel: a 7B model's 6.5G weights in seconds.
+template <typename T, typename Cvt>
+void quantize_rows(const T* w, int64_t n, int64_t k, int8_t* q, float* scales, Cvt cvt) {
+  parallel_for(n, [&](int64_t j, int) {
+    const T* row = w + j * k;
+    float amax = 0;
+    for (int64_t p = 0; p < k; p++) amax = std::max(amax, std::fabs(cvt(row[p])));
+    const float s = static_cast<float>(static_cast<double>(amax) / 127.0);
+    scales[j] = s;
+    int8_t* out = q + j * k;
+    if (s == 0) {
+      std::memset(out, 0, static_cast<size_t>(k));
+      return;
+    }
+    for (int64_t p = 0; p < k; p++) {
+      const double r = std::floor(static_cast<double>(cvt(row[p])) / static_cast<double>(s) + 0.5);
+      out[p] = static_cast<int8_t>(std::max(-127.0, std::min(127.0, r)));
+    }
+  });
+}
+
+// quantizeInt8(w: Float32Array | Uint16Array (bf16) [n, k], n, k) -> [Int8Array q, Float32Array scales]
+Napi::Value QuantizeInt8(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* fn = "quantizeInt8";
+  if (info.Length() < 3 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, std::string(fn) + ": w must be a Float32Array or a Uint16Array of bf16");
+  int64_t n = 0, k = 0;
+  for (int i = 1; i <= 2; i++) {
+    const double d = info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 4294967295.0) range_error(env, std::string(fn) + ": n and k must be non-negative integers below 2^32");
+    (i == 1 ? n : k) = static_cast<int64_t>(d);
+  }
+  const napi_typedarray_type type = info[0].As<Napi::TypedArray>().TypedArrayType();
+  check_length(env, info[0], n * k, fn, "w", "n * k");
+  Napi::Int8Array q = Napi::Int8Array::New(env, static_cast<size_t>(n * k));
+  Napi::Float32Array scales = Napi::Float32Array::New(env, static_cast<size_t>(n));
+  if (type == napi_float32_array) {
+    quantize_rows(info[0].As<Napi::Float32Array>().Data(), n, k, q.Data(), scales.Data(), [](float x) { return x; });
+  } else if (type == napi_uint16_array) {
+    quantize_rows(info[0].As<Napi::Uint16Array>().Data(), n, k, q.Data(), scales.Data(), bits_to_f32);
+  } else {
+    throw Napi::TypeError::New(env, std::string(fn) + ": w must be a Float32Array or a Uint16Array of bf16");
+  }
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, q);
+  out.Set(1u, scales);
+  return out;
+}
+
 // lowpInfo() -> { isa, bf16Dot, dotMaxM }: the kernels a call would use now.
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -98,6 +159,7 @@ void InitLowp(Napi::Env env, Napi::Object exports) {
   exports.Set("matmulBf16", Napi::Function::New(env, MatmulBf16));
   exports.Set("matmulInt8", Napi::Function::New(env, MatmulInt8));
   exports.Set("lowpInfo", Napi::Function::New(env, Info));
+  exports.Set("quantizeInt8", Napi::Function::New(env, QuantizeInt8));
 }
 
 }  // namespace lwm
