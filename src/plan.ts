@@ -34,11 +34,10 @@ export const RUNTIME_BYTES = 145 * 2 ** 20;
 export const DEFAULT_PREFILL_CHUNK = 512;
 
 /**
- * Share of the KV cache that is resident twice around a growth of the cpu backend's in-place
- * buffers: grown buffers are fresh and copied into layer by layer, while the old ones are freed
- * only when V8 next collects them. Calibrated on 100m at 2-4K tokens (runs vary by about 3%).
+ * Layers' intermediates resident at once in an inference pass: the running layer's, plus those of
+ * the layers before it, freed but not yet collected by V8 (calibrated on 100m at 0.5-4K tokens).
  */
-const KV_GROWTH_SHARE = 0.25;
+const LAYERS_RESIDENT = 3;
 
 /**
  * Without the native fused attention, tfjs' attention keeps about this many score-sized
@@ -127,15 +126,10 @@ export function weightBytes(config: Readonly<LlamaConfig>, dtype: WeightDtype = 
   return { weights, embeddings, parameters, largestMatrix };
 }
 
-/** Rows the cpu backend's in-place KV buffers reach when `context` tokens arrive `chunk` at a time (kvCache.ts). */
-export function cacheCapacity(context: number, chunk: number): number {
-  let capacity = 0;
-  // Only the appends that outgrow the buffer matter: the first chunk boundary past the capacity.
-  while (capacity < context) {
-    const need = Math.min(context, (Math.floor(capacity / chunk) + 1) * chunk);
-    capacity = Math.ceil(Math.max(need, Math.floor(capacity * 1.5)) / 256) * 256;
-  }
-  return capacity;
+/** Rows of the cpu backend's in-place KV buffers for `context` tokens. */
+export function cacheCapacity(context: number): number {
+  // Preallocated for the whole context, in steps of 256 rows (models/kvCache.ts).
+  return Math.ceil(context / 256) * 256;
 }
 
 /** Peak memory of running `config` with a KV cache of `context` tokens. */
@@ -162,25 +156,27 @@ export function planMemory(opts: PlanOptions): MemoryPlan {
   const kvBytesPerToken = c.numLayers * 2 * batch * kv * bytesOf[kvDtype];
   const kvOne = kvBytesPerToken * context;
 
-  // A forward pass is one tf.tidy, so every layer's outputs stay alive until its end: per layer
-  // two norms, q/k/v, RoPE'd q/k, the attention output, o_proj, two residual adds, gate, up,
-  // SwiGLU and down_proj. Sequence parallelism runs each rank's share as one pass, its MLP in
-  // chunks of RING_MLP_CHUNK tokens (only their down_proj outputs and the concat stay).
+  // An inference pass frees each layer's intermediates when the layer is done, so one layer's
+  // are alive at a time: two norms, q/k/v, RoPE'd q/k, the attention output, o_proj, two residual
+  // adds, gate, up, SwiGLU and down_proj, next to the hidden state coming in. Sequence
+  // parallelism runs each rank's share as one pass, its MLP in chunks of RING_MLP_CHUNK tokens
+  // (only their down_proj outputs and the concat stay).
   const tokens = sp > 1 ? Math.ceil(context / sp) : Math.min(chunk, context);
   const mlpLive = sp > 1 ? 2 * e : 3 * c.intermediateSize;
   const perLayer = 4 * batch * tokens * (6 * e + 3 * q + 3 * kv + mlpLive);
   const mlpChunk = sp > 1 ? 4 * batch * Math.min(tokens, RING_MLP_CHUNK) * 3 * c.intermediateSize : 0;
   const vocab = c.vocabSize + c.visionVocabSize;
   const logits = 4 * batch * vocab * (opts.allLogits ? tokens : 1);
-  const forward = c.numLayers * perLayer + mlpChunk + 4 * batch * tokens * (e + c.headDim) + logits;
+  const forward = LAYERS_RESIDENT * perLayer + mlpChunk + 4 * batch * tokens * (3 * e + c.headDim) + logits;
   let attentionScores = 0;
   if (!native) {
     // In-place buffers show attention all their rows (the unused ones masked), plus head-major transposes of them.
-    const keys = sp > 1 || !inPlace ? context : cacheCapacity(context, chunk);
+    const keys = sp > 1 || !inPlace ? context : cacheCapacity(context);
     attentionScores = SCORE_COPIES * 4 * batch * c.numHeads * tokens * keys + 2 * 4 * batch * keys * kv;
   }
-  // Concatenation holds one layer's old and new keys (then values) at once.
-  const growth = sp > 1 ? 0 : inPlace ? Math.round(KV_GROWTH_SHARE * kvOne) : kvOne / c.numLayers;
+  // In-place caches are allocated once for the whole context; concatenation holds one layer's
+  // old and new keys (then values) at once.
+  const growth = sp > 1 || inPlace ? 0 : kvOne / c.numLayers;
   // Rank 0 of a ring prefill gathers every rank's keys and values, then copies them into its cache.
   const gather = sp > 1 ? kvOne : 0;
   // Ranks other than 0 hold the pass over their share and the keys and values they copied out of it.
@@ -195,7 +191,7 @@ export function planMemory(opts: PlanOptions): MemoryPlan {
 
   const each = sp > 1 ? ` x ${sp} processes` : '';
   const pieces = [
-    [sp * forward, sp > 1 ? `each rank's ${fmt(tokens)}-token share in one pass` : `one ${fmt(tokens)}-token prefill chunk through ${c.numLayers} layers`],
+    [sp * forward, sp > 1 ? `each rank's ${fmt(tokens)}-token share in one pass` : `one ${fmt(tokens)}-token prefill chunk, a layer at a time`],
     [sp * attentionScores, 'attention scores (no native kernels)'],
     [growth, inPlace ? 'cache growth' : 'cache concatenation'],
     [gather + ((sp - 1) * 2 * kvOne) / sp, "keys and values: each rank's, gathered on rank 0"],

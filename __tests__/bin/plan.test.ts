@@ -19,17 +19,17 @@ describe('lwm plan', () => {
     expect(r.stderr).toBe('');
   });
 
-  it('--json gives bytes; bf16 weights and cache make 7B at 32K fit in 64 GiB where f32 does not', () => {
-    const f32 = JSON.parse(lwm(['plan', '--preset', '7b', '--context', '32768', '--memory', '64', '--json']).stdout);
+  it('--json gives bytes; bf16 weights and cache make 7B at 32K fit in 48 GiB where f32 does not', () => {
+    const f32 = JSON.parse(lwm(['plan', '--preset', '7b', '--context', '32768', '--memory', '48', '--json']).stdout);
     expect(f32.bytes.kv_cache).toBe(32 * 2 * 32768 * 4096 * 4);
     expect(f32.bytes.weights + f32.bytes.embeddings).toBe(6_738_415_616 * 4);
     expect(f32.bytes.total).toBe(f32.bytes.weights + f32.bytes.embeddings + f32.bytes.kv_cache + f32.bytes.activations + f32.bytes.runtime);
     expect(f32.fits).toBe(false);
-    expect(f32.verdict).toMatch(/^does not fit: 32,768 tokens .* more than the 64\.0 GiB of --memory; the longest context that fits is [\d,]+ tokens$/);
+    expect(f32.verdict).toMatch(/^does not fit: 32,768 tokens .* more than the 48\.0 GiB of --memory; the longest context that fits is [\d,]+ tokens$/);
     expect(f32.longest_context).toBeGreaterThan(4096);
     expect(f32.longest_context).toBeLessThan(32768);
-    expect(f32).toMatchObject({ model: 'preset 7b', parameters: 6_738_415_616, model_context: 4096, context: 32768, dtype: 'f32', kv_dtype: 'f32', sp: 1, memory: { bytes: 64 * 2 ** 30, source: '--memory' } });
-    const bf16 = JSON.parse(lwm(['plan', '--preset', '7b', '--context', '32768', '--memory', '64', '--dtype', 'bf16', '--kv-dtype', 'bf16', '--json']).stdout);
+    expect(f32).toMatchObject({ model: 'preset 7b', parameters: 6_738_415_616, model_context: 4096, context: 32768, dtype: 'f32', kv_dtype: 'f32', sp: 1, memory: { bytes: 48 * 2 ** 30, source: '--memory' } });
+    const bf16 = JSON.parse(lwm(['plan', '--preset', '7b', '--context', '32768', '--memory', '48', '--dtype', 'bf16', '--kv-dtype', 'bf16', '--json']).stdout);
     expect(bf16.fits).toBe(true);
     expect(bf16.bytes.kv_cache).toBe(f32.bytes.kv_cache / 2);
     expect(bf16.longest_context).toBeGreaterThan(32768);

@@ -81,6 +81,8 @@ async function runServe(a: ServeArgs): Promise<void> {
   await initBackend();
   const context = await checkMemory('serve', { model: a.model, preset: a.preset, flags: a, caches: a.parallel + (a['kv-slots'] ?? a.parallel), capHint: 'fewer --parallel or --kv-slots leave room for more' });
   const choice = chooseModel('serve', { model: a.model, preset: a.preset, dtype: a.dtype, kvDtype: a['kv-dtype'], context });
+  // Each request's cache is allocated once for the context the memory plan accepted.
+  choice.model.kvCapacity = choice.model.config.maxSeqLen;
   try {
     const vqgan = chooseVqgan(a.vqgan, choice.dir);
     if (choice.model.isVision && !vqgan) note('lwm serve: no VQGAN (pass --vqgan DIR): requests with images or videos will be refused');
