@@ -114,6 +114,15 @@ export function parseJsonlLine(text: string, line: number, source = 'examples'):
   return { line, value: value as Record<string, unknown> };
 }
 
+/** The string "text" of every line of a JSONL of documents; `what` names a line in the error. */
+export function jsonlTexts(raw: string, source: string, what: string): string[] {
+  return jsonlLines(raw).map((l) => {
+    const t = parseJsonlLine(l.text, l.line, source).value['text'];
+    if (typeof t !== 'string') throw new InputError(`${source}:${l.line}: ${what} needs a string "text" field`);
+    return t;
+  });
+}
+
 /** The non-blank lines of JSONL text with their 1-based numbers (a trailing CR is dropped). */
 export function jsonlLines(text: string): { line: number; text: string }[] {
   const out: { line: number; text: string }[] = [];

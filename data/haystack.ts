@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { InputError } from '../ops/errors.js';
-import { jsonlLines, parseJsonlLine } from './examples.js';
+import { jsonlTexts } from './examples.js';
 import type { Tokenizer } from './tokenizer.js';
 
 /**
@@ -53,9 +53,7 @@ export function loadHaystack(opts: HaystackOptions = {}): string {
  */
 function jsonlText(raw: string, file: string): string {
   let out = '';
-  for (const l of jsonlLines(raw)) {
-    const t = parseJsonlLine(l.text, l.line, file).value['text'];
-    if (typeof t !== 'string') throw new InputError(`${file}:${l.line}: a haystack record needs a string "text" field`);
+  for (const t of jsonlTexts(raw, file, 'a haystack record')) {
     if (out !== '' && t !== '' && !/\s$/.test(out) && !/^\s/.test(t)) out += '\n\n';
     out += t;
   }

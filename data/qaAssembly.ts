@@ -8,7 +8,7 @@
  * with loss only on the answers and the EOS that ends each (fields "[context],[q0],a0,<|eos|>,…").
  */
 import { InputError } from '../ops/errors.js';
-import { mulberry32 } from './batches.js';
+import { epochPermutation } from './batches.js';
 import type { Chunk } from './chunking.js';
 import { processExample, type JsonlRecord } from './examples.js';
 import type { Tokenizer } from './tokenizer.js';
@@ -44,8 +44,8 @@ export interface QaRecord {
 
 export interface AssembleOptions {
   tokenizer: Tokenizer;
-  /** LWM's "You are a helpful assistant." unless given. */
-  system?: string;
+  /** The chat template's system text (LWM_SYSTEM in src/chat/template.ts; '' for none). */
+  system: string;
 }
 
 export interface LengthStats {
@@ -58,10 +58,8 @@ export interface LengthStats {
   shortWindowsDropped: number;
 }
 
-const LWM_SYSTEM = 'You are a helpful assistant.';
-
 /** The record of chunks [a, b] of a document with the given pairs. */
-export function qaRecord(doc: QaDocument, docIndex: number, a: number, b: number, target: number, system = LWM_SYSTEM): QaRecord {
+export function qaRecord(doc: QaDocument, docIndex: number, a: number, b: number, target: number, system: string): QaRecord {
   const fields = ['[context]'];
   const rec: Record<string, unknown> = {
     context: `${system === '' ? '' : `${system} `}USER: ${doc.text.slice(doc.chunks[a]!.start, doc.chunks[b]!.end)}`,
@@ -91,8 +89,13 @@ export function recordTokens(rec: QaRecord, tok: Tokenizer): number {
  * token count of the whole example), consecutive and non-overlapping; a window is kept when it has
  * at least one pair and comes within one chunk (that chunk's text and pair) of the target.
  */
-export function assembleLength(docs: readonly QaDocument[], target: number, o: AssembleOptions): { records: QaRecord[]; stats: LengthStats } {
+/** A target example length, checked (the smallest leaves room for the template and one pair). */
+export function checkTargetLength(target: number): void {
   if (!Number.isInteger(target) || target < 16) throw new InputError(`--lengths: each length must be an integer >= 16, got ${target}`);
+}
+
+export function assembleLength(docs: readonly QaDocument[], target: number, o: AssembleOptions): { records: QaRecord[]; stats: LengthStats } {
+  checkTargetLength(target);
   const tok = o.tokenizer;
   const records: QaRecord[] = [];
   let shortDropped = 0;
@@ -104,7 +107,7 @@ export function assembleLength(docs: readonly QaDocument[], target: number, o: A
       const p = doc.pairs[i];
       return c.tokens + (p ? tok.encode(`USER: ${p.question} ASSISTANT:`).length + tok.encode(p.answer).length + 1 : 0);
     });
-    const base = tok.encode(`${o.system ?? LWM_SYSTEM} USER:`).length + 2;
+    const base = tok.encode(`${o.system} USER:`).length + 2;
     let a = 0;
     while (a < m) {
       let b = a;
@@ -143,14 +146,16 @@ export function assembleLength(docs: readonly QaDocument[], target: number, o: A
   };
 }
 
-/** Fisher-Yates with mulberry32(seed): the same order for the same seed. */
+/** Reorders `items` in place by the batch iterator's seeded Fisher-Yates order (the same for the same seed). */
 export function seededShuffle<T>(items: T[], seed: number): T[] {
-  const rand = mulberry32(seed >>> 0);
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [items[i], items[j]] = [items[j]!, items[i]!];
-  }
+  const order = epochPermutation(items.length, seed, 0);
+  const copy = items.slice();
+  for (let i = 0; i < items.length; i++) items[i] = copy[order[i]!]!;
   return items;
+}
+
+export function checkMixRatio(ratio: number): void {
+  if (!(ratio >= 0 && ratio < 1)) throw new InputError(`--mix-ratio must be in [0, 1), got ${ratio}`);
 }
 
 /**
@@ -158,7 +163,7 @@ export function seededShuffle<T>(items: T[], seed: number): T[] {
  * without replacement from `available`, in a seeded order).
  */
 export function mixSelection(long: number, available: number, ratio: number, seed: number): number[] {
-  if (!(ratio >= 0 && ratio < 1)) throw new InputError(`--mix-ratio must be in [0, 1), got ${ratio}`);
+  checkMixRatio(ratio);
   const want = Math.round((long * ratio) / (1 - ratio));
   const idx = seededShuffle(Array.from({ length: available }, (_, i) => i), seed ^ 0x5bd1e995);
   return idx.slice(0, Math.min(want, available)).sort((x, y) => x - y);

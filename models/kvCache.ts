@@ -1,13 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { InputError } from '../ops/errors.js';
-import { bf16ToF32, f32ToBf16 } from '../ops/bf16.js';
-import { attentionBf16Kv, type Bf16Kv } from '../ops/kvAttention.js';
+import { f32ToBf16 } from '../ops/bf16.js';
+import { attentionBf16Kv, widenRows, type Bf16Kv } from '../ops/kvAttention.js';
 
 /** Element type of a KV cache: float32, or bf16 (half the memory; values rounded to 8 mantissa bits). */
 export type KvDtype = 'f32' | 'bf16';
 
 /** Capacity grows by half again each time (rounded to this), so appends are amortised O(1). */
-const CAPACITY_STEP = 256;
+export const CAPACITY_STEP = 256;
 
 /**
  * The cpu backend keeps a tensor's values in a plain typed array, which the cache can write into:
@@ -189,16 +189,7 @@ export class KVCache {
   /** Copies of one layer's cached [k, v], exactly `length` rows (the caller disposes them); null before the first forward. */
   layer(i: number): [tf.Tensor4D, tf.Tensor4D] | null {
     const bits = this.bits[i];
-    if (bits) {
-      const [b, rows, h, d] = bits.shape;
-      const row = h * d;
-      const widen = (src: Uint16Array) => {
-        const out = new Float32Array(b * this.length * row);
-        for (let j = 0; j < b; j++) bf16ToF32(src.subarray(j * rows * row, (j * rows + this.length) * row), out.subarray(j * this.length * row, (j + 1) * this.length * row));
-        return tf.tensor4d(out, [b, this.length, h, d]);
-      };
-      return [widen(bits.k), widen(bits.v)];
-    }
+    if (bits) return [widenRows(bits.k, bits.shape, this.length), widenRows(bits.v, bits.shape, this.length)];
     const k = this.keys[i];
     const v = this.values[i];
     if (!k || !v) return null;

@@ -13,13 +13,19 @@ export interface Bf16Kv {
   shape: [number, number, number, number];
 }
 
-let addon: AttentionAddon | null | undefined;
+/** The addon's attention when the fused kernel is enabled, else null. */
 function native(): AttentionAddon | null {
-  if (addon === undefined) {
-    const a = loadAddon();
-    addon = a ? attentionAddon(a) : null;
-  }
-  return isNativeKernelActive(FUSED_ATTENTION) ? addon : null;
+  const a = isNativeKernelActive(FUSED_ATTENTION) ? loadAddon() : null;
+  return a ? attentionAddon(a) : null;
+}
+
+/** The first n rows of each sequence of bf16 keys or values, widened: [B, n, Hkv, D]. */
+export function widenRows(bits: Uint16Array, shape: Bf16Kv['shape'], n: number): tf.Tensor4D {
+  const [b, rows, hkv, d] = shape;
+  const row = hkv * d;
+  const out = new Float32Array(b * n * row);
+  for (let i = 0; i < b; i++) bf16ToF32(bits.subarray(i * rows * row, (i * rows + n) * row), out.subarray(i * n * row, (i + 1) * n * row));
+  return tf.tensor4d(out, [b, n, hkv, d]);
 }
 
 /**
@@ -51,13 +57,7 @@ export function attentionBf16Kv(q: tf.Tensor4D, kv: Bf16Kv, queryOffset: number,
   }
   return tf.tidy(() => {
     const n = queryOffset + tq;
-    const widen = (bits: Uint16Array) => {
-      const out = new Float32Array(b * n * hkv * d);
-      const row = hkv * d;
-      for (let i = 0; i < b; i++) bf16ToF32(bits.subarray(i * rows * row, (i * rows + n) * row), out.subarray(i * n * row, (i + 1) * n * row));
-      return tf.tensor4d(out, [b, n, hkv, d]);
-    };
     const km = keyMask ? (tf.slice(keyMask, [0, 0], [b, n]) as tf.Tensor2D) : undefined;
-    return attention(q, widen(kv.k), widen(kv.v), { causal: true, queryOffset, keyMask: km });
+    return attention(q, widenRows(kv.k, kv.shape, n), widenRows(kv.v, kv.shape, n), { causal: true, queryOffset, keyMask: km });
   });
 }

@@ -15,7 +15,7 @@ import type { LlamaConfig } from '../models/config.js';
  */
 
 export type WeightDtype = 'f32' | 'bf16' | 'int8';
-import type { KvDtype } from '../models/kvCache.js';
+import { CAPACITY_STEP, type KvDtype } from '../models/kvCache.js';
 
 export type { KvDtype };
 
@@ -128,8 +128,8 @@ export function weightBytes(config: Readonly<LlamaConfig>, dtype: WeightDtype = 
 
 /** Rows of the cpu backend's in-place KV buffers for `context` tokens. */
 export function cacheCapacity(context: number): number {
-  // Preallocated for the whole context, in steps of 256 rows (models/kvCache.ts).
-  return Math.ceil(context / 256) * 256;
+  // Preallocated for the whole context.
+  return Math.ceil(context / CAPACITY_STEP) * CAPACITY_STEP;
 }
 
 /** Peak memory of running `config` with a KV cache of `context` tokens. */

@@ -3,6 +3,7 @@ import { chunkDocument } from '../../data/chunking.js';
 import { processExample } from '../../data/examples.js';
 import { assembleLength, mixSelection, qaRecord, seededShuffle, type QaDocument } from '../../data/qaAssembly.js';
 import { defaultTokenizer } from '../../data/tokenizer.js';
+import { LWM_SYSTEM } from '../../src/chat/template.js';
 import { syntheticDocs } from '../helpers/qaServer.js';
 
 const tok = defaultTokenizer();
@@ -30,7 +31,7 @@ describe('QA example assembly', () => {
 
   for (const target of [600, 2000]) {
     it(`fills ${target} tokens within one chunk, adjacent chunks in document order, with exactly their pairs`, () => {
-      const { records, stats } = assembleLength(ds, target, { tokenizer: tok });
+      const { records, stats } = assembleLength(ds, target, { tokenizer: tok, system: LWM_SYSTEM });
       expect(records.length).toBeGreaterThan(2);
       expect(stats.examples).toBe(records.length);
       const seen = new Map<number, number>();
@@ -59,7 +60,7 @@ describe('QA example assembly', () => {
   }
 
   it('puts the loss on the answers and the EOS after each, nothing else', () => {
-    const { records } = assembleLength(ds, 1000, { tokenizer: tok });
+    const { records } = assembleLength(ds, 1000, { tokenizer: tok, system: LWM_SYSTEM });
     for (const r of records.slice(0, 5)) {
       const ex = laidOut(r);
       const weighted: number[][] = [];
@@ -84,7 +85,7 @@ describe('QA example assembly', () => {
       { index: 1, start: 5, end: 9, text: 'Two.', tokens: tok.encode('Two.').length },
     ];
     const d: QaDocument = { text: 'One. Two.', chunks, pairs: [{ question: 'Q1?', answer: 'A1' }, { question: 'Q2?', answer: 'A2' }] };
-    const r = qaRecord(d, 0, 0, 1, 100);
+    const r = qaRecord(d, 0, 0, 1, 100, LWM_SYSTEM);
     expect(r.fields).toBe('[context],[q0],a0,<|eos|>,[q1],a1');
     const text = tok.decode(laidOut(r).tokens, { skipSpecial: false });
     expect(text).toBe('<s>You are a helpful assistant. USER: One. Two. Q1? ASSISTANT: A1</s>USER: Q2? ASSISTANT: A2</s>');
@@ -92,8 +93,8 @@ describe('QA example assembly', () => {
 
   it('drops a window without pairs and counts documents too short for the target', () => {
     const short: QaDocument[] = [{ ...ds[0]!, pairs: ds[0]!.pairs.map(() => null) }];
-    expect(assembleLength(short, 600, { tokenizer: tok }).records).toEqual([]);
-    const r = assembleLength([ds[0]!], 1_000_000, { tokenizer: tok });
+    expect(assembleLength(short, 600, { tokenizer: tok, system: LWM_SYSTEM }).records).toEqual([]);
+    const r = assembleLength([ds[0]!], 1_000_000, { tokenizer: tok, system: LWM_SYSTEM });
     expect(r.records).toEqual([]);
     expect(r.stats.shortWindowsDropped).toBe(1);
   });

@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { ConfigError, initBackend, InputError, loadTokenizer } from '../../src/index.js';
+import { ConfigError, initBackend, InputError, loadTokenizer, modelFingerprint } from '../../src/index.js';
 import { endpointGenerator, localGenerator, MAX_REPLY_TOKENS, type QaGenerator } from '../../src/qa/generators.js';
 import { QA_DATASET_FILE, QA_STATS_FILE, runQa, type QaProgress } from '../../src/qa/run.js';
 import { loadFolder } from '../modelChoice.js';
@@ -76,20 +75,6 @@ export const dataCommand: CommandModule = {
   handler: () => {},
 };
 
-/**
- * A model folder's name and a hash of its config and weight files' names and sizes: cached
- * replies follow the model, not the folder's path, and another model in a same-named folder does
- * not reuse them.
- */
-function modelIdentity(dir: string): string {
-  const h = createHash('sha256');
-  for (const f of fs.readdirSync(dir).sort()) {
-    if (f === 'config.json') h.update(fs.readFileSync(path.join(dir, f)));
-    else if (f.endsWith('.safetensors')) h.update(`${f}:${fs.statSync(path.join(dir, f)).size};`);
-  }
-  return `${path.basename(path.resolve(dir))}@${h.digest('hex').slice(0, 12)}`;
-}
-
 function lengths(s: string): number[] {
   const out = s.split(',').map((x) => Number(x.trim()));
   if (out.some((x) => !Number.isInteger(x) || x < 16)) throw new InputError(`--lengths must be integers >= 16 separated by commas, got '${s}'`);
@@ -109,7 +94,9 @@ async function runQaCommand(a: QaArgs): Promise<void> {
   if (a.model !== undefined) {
     await initBackend();
     const model = loadFolder('data qa', a.model, {}, a.dtype);
-    generator = localGenerator(model, tok, modelIdentity(a.model), a['max-tokens']);
+    // Cached replies follow the weights (a fingerprint of config and values, as prompt caches
+    // use), not the folder's path: another model in a same-named folder does not reuse them.
+    generator = localGenerator(model, tok, `${path.basename(path.resolve(a.model))}@${modelFingerprint(model).slice(0, 12)}`, a['max-tokens']);
   } else {
     generator = endpointGenerator(
       { url: a.endpoint!, modelName: a['model-name']!, timeoutMs: a.timeout * 1000, retries: a['server-retries'], apiKey: a['api-key'] ?? process.env['OPENAI_API_KEY'], maxTokens: a['max-tokens'] },

@@ -14,9 +14,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InputError } from '../../ops/errors.js';
 import { chunkDocument, type Chunk } from '../../data/chunking.js';
-import { jsonlLines, parseJsonlLine, processExample } from '../../data/examples.js';
-import { assembleLength, mixSelection, seededShuffle, type LengthStats, type QaDocument, type QaPair } from '../../data/qaAssembly.js';
+import { jsonlLines, jsonlTexts, parseJsonlLine, processExample } from '../../data/examples.js';
+import { assembleLength, checkMixRatio, checkTargetLength, mixSelection, seededShuffle, type LengthStats, type QaDocument, type QaPair } from '../../data/qaAssembly.js';
 import type { Tokenizer } from '../../data/tokenizer.js';
+import { LWM_SYSTEM } from '../chat/template.js';
 import { writeFileAtomic } from '../checkpoint/safetensors.js';
 import { recordFields } from '../prepare/manifest.js';
 import type { QaGenerator } from './generators.js';
@@ -39,6 +40,7 @@ export interface QaRunOptions {
   mix?: string;
   mixRatio?: number;
   seed?: number;
+  /** The chat template's system text; default LWM's. */
   system?: string;
   onProgress?: (p: QaProgress) => void;
 }
@@ -80,12 +82,7 @@ export function readDocuments(docs: string): string[] {
     if (files.length === 0) throw new InputError(`--docs ${docs}: the folder has no .txt files`);
     return files.map((f) => fs.readFileSync(path.join(docs, f), 'utf8')).filter((t) => t.trim() !== '');
   }
-  const texts: string[] = [];
-  for (const l of jsonlLines(fs.readFileSync(docs, 'utf8'))) {
-    const v = parseJsonlLine(l.text, l.line, docs).value;
-    if (typeof v['text'] !== 'string') throw new InputError(`${docs}:${l.line}: a document line needs a string "text"`);
-    if (v['text'].trim() !== '') texts.push(v['text']);
-  }
+  const texts = jsonlTexts(fs.readFileSync(docs, 'utf8'), docs, 'a document line').filter((t) => t.trim() !== '');
   if (texts.length === 0) throw new InputError(`--docs ${docs}: no non-empty documents`);
   return texts;
 }
@@ -125,7 +122,7 @@ async function pool(n: number, limit: number, fn: (i: number) => Promise<void>):
 
 function parseLengths(lengths: readonly number[]): number[] {
   if (lengths.length === 0) throw new InputError('--lengths is empty; give e.g. 4096,32768');
-  for (const l of lengths) if (!Number.isInteger(l) || l < 16) throw new InputError(`--lengths: each length must be an integer >= 16, got ${l}`);
+  lengths.forEach(checkTargetLength);
   return [...new Set(lengths)].sort((a, b) => a - b);
 }
 
@@ -138,7 +135,7 @@ export async function runQa(o: QaRunOptions): Promise<QaStats> {
   const parallel = o.parallel ?? 4;
   if (!Number.isInteger(parallel) || parallel < 1) throw new InputError(`--parallel must be a positive integer, got ${parallel}`);
   const mixRatio = o.mixRatio ?? 0.3;
-  if (o.mix !== undefined && !(mixRatio >= 0 && mixRatio < 1)) throw new InputError(`--mix-ratio must be in [0, 1), got ${mixRatio}`);
+  if (o.mix !== undefined) checkMixRatio(mixRatio);
   const mixLines = o.mix !== undefined ? readMix(o.mix, tok) : null;
   const texts = readDocuments(o.docs);
   const docs = texts.map((text) => ({ text, chunks: chunkDocument(text, tok, chunkTokens) }));
@@ -209,7 +206,7 @@ export async function runQa(o: QaRunOptions): Promise<QaStats> {
   const records: unknown[] = [];
   const perLength: Record<string, LengthStats> = {};
   for (const L of lengths) {
-    const r = assembleLength(qaDocs, L, { tokenizer: tok, system: o.system });
+    const r = assembleLength(qaDocs, L, { tokenizer: tok, system: o.system ?? LWM_SYSTEM });
     perLength[String(L)] = r.stats;
     records.push(...r.records);
   }

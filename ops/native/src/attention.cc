@@ -17,6 +17,7 @@
 
 #include <sys/mman.h>
 
+#include "bf16.h"
 #include "cpu.h"
 #include "threadpool.h"
 
@@ -226,17 +227,7 @@ struct Carve {
 // packs them, so the cache is read once at 2 bytes per element and never copied whole.
 inline void widen(const float* src, int n, float* dst) { std::memcpy(dst, src, n * sizeof(float)); }
 inline void widen(const uint16_t* src, int n, float* dst) {
-  for (int i = 0; i < n; i++) {
-    const uint32_t u = static_cast<uint32_t>(src[i]) << 16;
-    std::memcpy(dst + i, &u, sizeof u);
-  }
-}
-inline float widen1(float x) { return x; }
-inline float widen1(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
+  for (int i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
 }
 
 // rows [n][d] with row stride `stride` -> dst [n][dp], zero-padded columns.

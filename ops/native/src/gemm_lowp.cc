@@ -11,6 +11,7 @@
 #include <functional>
 #include <new>
 
+#include "bf16.h"
 #include "cpu.h"
 #include "gemm.h"
 #include "gemm_common.h"
@@ -19,13 +20,6 @@
 namespace lwm {
 namespace lowp_detail {
 namespace {
-
-inline float bf16_to_f32(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 constexpr int kSNr = 8;  // kScalarKernels.nr in gemm.cc
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "bf16.h"
 #include "gemm_lowp.h"
 #include "napi_util.h"
 #include "threadpool.h"
@@ -24,23 +25,25 @@ const T* typed(const Napi::Value& v, napi_typedarray_type type, const char* fn, 
   return v.As<Napi::TypedArrayOf<T>>().Data();
 }
 
+// info[a] as a non-negative integer below 2^53.
+int64_t count_arg(const Napi::CallbackInfo& info, size_t a, const char* fn, const char* name) {
+  if (a >= info.Length() || !info[a].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(fn) + ": " + name + " must be a number");
+  const double d = info[a].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 9007199254740991.0) {
+    range_error(info.Env(), std::string(fn) + ": " + name + " must be a non-negative integer, got " + info[a].ToString().Utf8Value());
+  }
+  return static_cast<int64_t>(d);
+}
+
+// Whether a * b stays below 2^53 (lengths are compared exactly afterwards).
+bool product_fits(int64_t a, int64_t b) { return a == 0 || b <= (int64_t(1) << 53) / a; }
+
 // m, n, k at info[at..at+2]: non-negative integers whose products fit the typed arrays' range.
 void dims(const Napi::CallbackInfo& info, size_t at, const char* fn, int64_t& m, int64_t& n, int64_t& k) {
-  const char* names[3] = {"m", "n", "k"};
-  int64_t* out[3] = {&m, &n, &k};
-  for (int i = 0; i < 3; i++) {
-    const size_t a = at + static_cast<size_t>(i);
-    if (a >= info.Length() || !info[a].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(fn) + ": " + names[i] + " must be a number");
-    const double d = info[a].As<Napi::Number>().DoubleValue();
-    if (!(d >= 0) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 9007199254740991.0) {
-      range_error(info.Env(), std::string(fn) + ": " + names[i] + " must be a non-negative integer, got " + info[a].ToString().Utf8Value());
-    }
-    *out[i] = static_cast<int64_t>(d);
-  }
-  // Products below 2^53 (lengths are compared exactly below).
-  if ((m > 0 && k > (int64_t(1) << 53) / m) || (n > 0 && k > (int64_t(1) << 53) / n) || (m > 0 && n > (int64_t(1) << 53) / m)) {
-    range_error(info.Env(), std::string(fn) + ": m, n, k are too large");
-  }
+  m = count_arg(info, at, fn, "m");
+  n = count_arg(info, at + 1, fn, "n");
+  k = count_arg(info, at + 2, fn, "k");
+  if (!product_fits(m, k) || !product_fits(n, k) || !product_fits(m, n)) range_error(info.Env(), std::string(fn) + ": m, n, k are too large");
 }
 
 void check_length(Napi::Env env, const Napi::Value& v, int64_t want, const char* fn, const char* what, const char* shape) {
@@ -83,13 +86,6 @@ Napi::Value MatmulInt8(const Napi::CallbackInfo& info) {
   return out;
 }
 
-inline float bits_to_f32(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
 // Rows [n][k] of w (float32, or bf16 bits) -> int8 q and one scale per row: scale = fround(amax
 // / 127), q = clamp(floor(w / scale + 0.5), -127, 127) in double, as quantizeInt8 in JS computes
 // it, so both give the same bytes. Rows in parallel: a 7B model's 6.5G weights in seconds.
@@ -118,12 +114,8 @@ Napi::Value QuantizeInt8(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* fn = "quantizeInt8";
   if (info.Length() < 3 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, std::string(fn) + ": w must be a Float32Array or a Uint16Array of bf16");
-  int64_t n = 0, k = 0;
-  for (int i = 1; i <= 2; i++) {
-    const double d = info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
-    if (!(d >= 0) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 4294967295.0) range_error(env, std::string(fn) + ": n and k must be non-negative integers below 2^32");
-    (i == 1 ? n : k) = static_cast<int64_t>(d);
-  }
+  const int64_t n = count_arg(info, 1, fn, "n"), k = count_arg(info, 2, fn, "k");
+  if (!product_fits(n, k)) range_error(env, std::string(fn) + ": n, k are too large");
   const napi_typedarray_type type = info[0].As<Napi::TypedArray>().TypedArrayType();
   check_length(env, info[0], n * k, fn, "w", "n * k");
   Napi::Int8Array q = Napi::Int8Array::New(env, static_cast<size_t>(n * k));
@@ -131,7 +123,7 @@ Napi::Value QuantizeInt8(const Napi::CallbackInfo& info) {
   if (type == napi_float32_array) {
     quantize_rows(info[0].As<Napi::Float32Array>().Data(), n, k, q.Data(), scales.Data(), [](float x) { return x; });
   } else if (type == napi_uint16_array) {
-    quantize_rows(info[0].As<Napi::Uint16Array>().Data(), n, k, q.Data(), scales.Data(), bits_to_f32);
+    quantize_rows(info[0].As<Napi::Uint16Array>().Data(), n, k, q.Data(), scales.Data(), bf16_to_f32);
   } else {
     throw Napi::TypeError::New(env, std::string(fn) + ": w must be a Float32Array or a Uint16Array of bf16");
   }
